@@ -1,0 +1,13 @@
+/* libddim: DDIM inversion, reconstruction and editing for diffusers
+ * UNet2DModel checkpoints. One header for everything public. */
+#pragma once
+
+#include "ddim/error.h"
+#include "ddim/safetensors.h"
+#include "ddim/image.h"
+#include "ddim/config.h"
+#include "ddim/unet.h"
+#include "ddim/schedule.h"
+#include "ddim/sampler.h"
+#include "ddim/model.h"
+#include "ddim/latent.h"

@@ -1,0 +1,50 @@
+/* A diffusers UNet2DModel: weights in float32 and the forward pass. */
+#pragma once
+
+#include <gio/gio.h>
+#include <glib.h>
+
+#include "ddim/config.h"
+
+G_BEGIN_DECLS
+
+typedef struct _DdimUNet DdimUNet;
+
+/* Loads @config and the weights file (F32/F16/BF16, converted to float32).
+ * Every tensor the config implies must be present with its exact shape
+ * (both attention key schemes accepted); otherwise an error naming the
+ * tensor. Tensors the config does not use are ignored. */
+DdimUNet *ddim_unet_new_from_safetensors (const DdimUNetConfig *config, const char *weights_path,
+                                          GError **error);
+/* Random weights (for benchmarks and tests): N(0, 1/fan_in) for weights,
+ * small values for biases, norms near identity. Deterministic in @seed. */
+DdimUNet *ddim_unet_new_random (const DdimUNetConfig *config, guint64 seed);
+void      ddim_unet_free (DdimUNet *unet);
+
+const DdimUNetConfig *ddim_unet_get_config (DdimUNet *unet);
+gsize     ddim_unet_get_n_params (DdimUNet *unet);
+
+/* Parameter table, in a fixed order (diffusers' names, new attention
+ * scheme). @data points into the model's storage (owned by the model). */
+guint       ddim_unet_get_n_tensors (DdimUNet *unet);
+const char *ddim_unet_get_tensor (DdimUNet *unet, guint index, int *ndim, gint64 shape[4],
+                                  float **data);
+/* NULL when no parameter has that name. */
+float      *ddim_unet_lookup_tensor (DdimUNet *unet, const char *name, gsize *n_elements);
+
+/* Checks that @height x @width can go through the model (positive multiples
+ * of 2^(levels-1)); a DDIM_ERROR_INVALID error saying so otherwise. */
+gboolean  ddim_unet_check_size (DdimUNet *unet, int height, int width, GError **error);
+
+/* out [n, out_channels, h, w] = model(x [n, in_channels, h, w], t [n]).
+ * Activations live in an arena owned by @unet and reused by later calls, so
+ * one DdimUNet must not run two forwards at once. Fails only on a bad size. */
+gboolean  ddim_unet_forward (DdimUNet *unet, const float *x, int n, int height, int width,
+                             const float *t, float *out, GError **error);
+
+/* Multiply-adds of one forward at the given size (for benchmarks). */
+double    ddim_unet_count_macs (DdimUNet *unet, int n, int height, int width);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DdimUNet, ddim_unet_free)
+
+G_END_DECLS
