@@ -219,12 +219,9 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
           if (blk->has_attention)
             attention_forward (u, &blk->attentions[j], o, n, (int) hw, A);
           /* Move the result into the popped skip's place. */
-          gsize size = (gsize) n * blk->channels * hw;
-          ddim_arena_release (A, skip.mark);
           cur.mark = skip.mark;
-          cur.data = ddim_arena_alloc (A, size);
+          cur.data = ddim_arena_relocate (A, skip.mark, o, (gsize) n * blk->channels * hw);
           cur.channels = blk->channels;
-          memmove (cur.data, o, sizeof (float) * size);
         }
       if (blk->has_resample)
         {
@@ -236,9 +233,7 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
           float *o = ddim_arena_alloc (A, size);
           ddim_conv2d_forward (up, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
                                blk->channels, 3, 1, 1, 1, o, A);
-          ddim_arena_release (A, cur.mark);
-          cur.data = ddim_arena_alloc (A, size);
-          memmove (cur.data, o, sizeof (float) * size);
+          cur.data = ddim_arena_relocate (A, cur.mark, o, size);
         }
     }
   g_assert (skips->len == 0);

@@ -4,37 +4,58 @@
 
 #define ALIGN_FLOATS 16 /* 64 bytes */
 
+static gsize
+rounded (gsize n_floats)
+{
+  gsize n = (n_floats + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+  return n ? n : ALIGN_FLOATS;
+}
+
 void
 ddim_arena_init (DdimArena *arena)
 {
   memset (arena, 0, sizeof *arena);
-  arena->overflow = g_ptr_array_new_with_free_func (g_aligned_free);
+  arena->overflow = g_array_new (FALSE, FALSE, sizeof (DdimArenaChunk));
+}
+
+static void
+free_chunks_from (DdimArena *arena, gsize mark)
+{
+  while (arena->overflow->len > 0)
+    {
+      DdimArenaChunk *c = &g_array_index (arena->overflow, DdimArenaChunk, arena->overflow->len - 1);
+      if (c->offset < mark)
+        break;
+      g_aligned_free (c->data);
+      g_array_set_size (arena->overflow, arena->overflow->len - 1);
+    }
 }
 
 void
 ddim_arena_clear (DdimArena *arena)
 {
-  g_aligned_free (arena->base);
   if (arena->overflow)
-    g_ptr_array_unref (arena->overflow);
+    {
+      free_chunks_from (arena, 0);
+      g_array_unref (arena->overflow);
+    }
+  g_aligned_free (arena->base);
   memset (arena, 0, sizeof *arena);
 }
 
 float *
 ddim_arena_alloc (DdimArena *arena, gsize n_floats)
 {
-  gsize n = (n_floats + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
-  if (n == 0)
-    n = ALIGN_FLOATS;
+  gsize n = rounded (n_floats);
   gsize start = arena->used;
   arena->used += n;
   if (arena->used > arena->high)
     arena->high = arena->used;
   if (arena->used <= arena->capacity)
     return arena->base + start;
-  float *chunk = g_aligned_alloc (n, sizeof (float), 64);
-  g_ptr_array_add (arena->overflow, chunk);
-  return chunk;
+  DdimArenaChunk c = { g_aligned_alloc (n, sizeof (float), 64), start };
+  g_array_append_val (arena->overflow, c);
+  return c.data;
 }
 
 float *
@@ -46,12 +67,44 @@ ddim_arena_alloc0 (DdimArena *arena, gsize n_floats)
 }
 
 void
+ddim_arena_release (DdimArena *arena, gsize mark)
+{
+  free_chunks_from (arena, mark);
+  arena->used = mark;
+}
+
+float *
+ddim_arena_relocate (DdimArena *arena, gsize mark, const float *src, gsize n_floats)
+{
+  gsize n = rounded (n_floats);
+  if (mark + n <= arena->capacity)
+    {
+      /* The destination is in the block: move first, then drop what was
+       * above (src may live in an overflow chunk). */
+      memmove (arena->base + mark, src, n_floats * sizeof (float));
+      ddim_arena_release (arena, mark);
+      arena->used = mark + n;
+      return arena->base + mark;
+    }
+  /* The destination overflows: copy into a fresh chunk, then free the old
+   * chunks above @mark, keeping the new one. */
+  float *data = g_aligned_alloc (n, sizeof (float), 64);
+  memcpy (data, src, n_floats * sizeof (float));
+  ddim_arena_release (arena, mark);
+  DdimArenaChunk c = { data, mark };
+  g_array_append_val (arena->overflow, c);
+  arena->used = mark + n;
+  if (arena->used > arena->high)
+    arena->high = arena->used;
+  return data;
+}
+
+void
 ddim_arena_reset (DdimArena *arena)
 {
-  arena->used = 0;
-  if (arena->overflow->len > 0 || arena->high > arena->capacity)
+  ddim_arena_release (arena, 0);
+  if (arena->high > arena->capacity)
     {
-      g_ptr_array_set_size (arena->overflow, 0);
       g_aligned_free (arena->base);
       arena->base = g_aligned_alloc (arena->high, sizeof (float), 64);
       arena->capacity = arena->high;

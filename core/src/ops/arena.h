@@ -1,21 +1,27 @@
 /* A bump allocator for activations, reused across forward calls.
  *
- * Allocations are LIFO (mark/release). The first call of a given shape may
- * overflow the block; the overflow is served by separate chunks and the
- * high-water mark is recorded, so that ddim_arena_reset() grows the block
- * once and later calls of the same shape allocate nothing. Offsets are
- * virtual and contiguous either way, so memmove between arena buffers is
- * always safe. */
+ * Allocations are LIFO (mark/release). Offsets are virtual and contiguous:
+ * while a call fits in the block, an allocation at offset o is base + o.
+ * When a call first needs more than the block, the excess is served by
+ * separate chunks (freed again on release, so the footprint never exceeds
+ * the high-water mark by much) and the high-water mark is recorded;
+ * ddim_arena_reset() then grows the block once, so later calls of the same
+ * shape allocate nothing. */
 #pragma once
 
 #include <glib.h>
 
 typedef struct {
-  float     *base;
-  gsize      capacity;   /* floats in base */
-  gsize      used;       /* virtual offset of the top, floats */
-  gsize      high;       /* high-water mark since the last reset */
-  GPtrArray *overflow;   /* chunks allocated beyond capacity */
+  float  *data;
+  gsize   offset;   /* virtual offset of the chunk, floats */
+} DdimArenaChunk;
+
+typedef struct {
+  float  *base;
+  gsize   capacity;   /* floats in base */
+  gsize   used;       /* virtual offset of the top, floats */
+  gsize   high;       /* high-water mark since the last reset */
+  GArray *overflow;   /* DdimArenaChunk, in offset order */
 } DdimArena;
 
 void   ddim_arena_init (DdimArena *arena);
@@ -25,7 +31,12 @@ float *ddim_arena_alloc (DdimArena *arena, gsize n_floats);
 /* Zero-filled. */
 float *ddim_arena_alloc0 (DdimArena *arena, gsize n_floats);
 static inline gsize ddim_arena_mark (DdimArena *arena) { return arena->used; }
-static inline void  ddim_arena_release (DdimArena *arena, gsize mark) { arena->used = mark; }
-/* Frees overflow chunks and grows the block to the high-water mark. Call
- * between forward passes (nothing allocated may be in use). */
+/* Frees everything allocated after @mark. */
+void   ddim_arena_release (DdimArena *arena, gsize mark);
+/* Releases to @mark and allocates @n_floats there, holding a copy of @src
+ * (which may lie anywhere above @mark, and is invalid afterwards). Used to
+ * move a result down over buffers that are no longer needed. */
+float *ddim_arena_relocate (DdimArena *arena, gsize mark, const float *src, gsize n_floats);
+/* Grows the block to the high-water mark if a call overflowed. Call between
+ * forward passes (nothing allocated may be in use). */
 void   ddim_arena_reset (DdimArena *arena);
