@@ -42,6 +42,46 @@ gboolean  ddim_unet_check_size (DdimUNet *unet, int height, int width, GError **
 gboolean  ddim_unet_forward (DdimUNet *unet, const float *x, int n, int height, int width,
                              const float *t, float *out, GError **error);
 
+/* h-space: the mid-block output, [C_mid, height/f, width/f] per sample with
+ * f = 2^(levels-1). Sizes for an input of @height x @width. */
+void      ddim_unet_hspace_shape (DdimUNet *unet, int height, int width, int *channels,
+                                  int *h_height, int *h_width);
+
+/* Optional inputs and outputs of ddim_unet_vjp. Unused pointers are NULL. */
+typedef struct {
+  const float *hspace_delta; /* added to h before the up pass */
+  float *out;                /* model output [n, out_channels, h, w] */
+  float *hspace;             /* h before the delta */
+  float *grad_x;             /* d/dx sum(w * out), overwritten */
+  float *grad_params;        /* d/dparams, ACCUMULATED; ddim_unet_get_n_params floats
+                              * in table order (see ddim_unet_get_param_offset) */
+  float *grad_hspace;        /* d/dh sum(w * out), overwritten */
+} DdimUNetVjp;
+
+/* Vector-Jacobian product of the model at (x, t) with cotangent @w
+ * [n, out_channels, h, w]: gradients of sum(w * model(x, t)). Keeps the
+ * activations the backward needs in a tape owned by @unet. */
+gboolean  ddim_unet_vjp (DdimUNet *unet, const float *x, int n, int height, int width,
+                         const float *t, const float *w, DdimUNetVjp *io, GError **error);
+
+/* J^T u for J = dh/dx: the gradient of sum(u * h(x, t)) with respect to x
+ * (h the mid-block output). @hspace receives h when not NULL. */
+gboolean  ddim_unet_hspace_vjp (DdimUNet *unet, const float *x, int n, int height, int width,
+                                const float *t, const float *u, float *hspace, float *grad_x,
+                                GError **error);
+
+/* The model output with @hspace_delta added to h (NULL: plain forward);
+ * @hspace receives h (before the delta) when not NULL. */
+gboolean  ddim_unet_forward_hspace (DdimUNet *unet, const float *x, int n, int height, int width,
+                                    const float *t, const float *hspace_delta, float *hspace,
+                                    float *out, GError **error);
+
+/* Offset of parameter @name in the flat parameter (and gradient) layout, or
+ * -1 when there is none. */
+gssize    ddim_unet_get_param_offset (DdimUNet *unet, const char *name);
+/* The flat parameter array (n_params floats, owned by @unet). */
+float    *ddim_unet_get_params (DdimUNet *unet);
+
 /* Multiply-adds of one forward at the given size (for benchmarks). */
 double    ddim_unet_count_macs (DdimUNet *unet, int n, int height, int width);
 

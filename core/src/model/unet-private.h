@@ -47,6 +47,34 @@ typedef struct {
   int                channels;              /* output channels */
 } DdimBlock;
 
+/* What a forward keeps for the backward pass: every layer's input and the
+ * few intermediates that are not cheap to recompute. Buffers live in
+ * @store, which nothing else uses, so they stay valid until the tape is
+ * freed or reused. */
+typedef struct {
+  const float *x;        /* resnet input ([h, skip] for up blocks) */
+  float       *h1;       /* conv1 output plus time term: the input of norm2 */
+  float       *tp;       /* time_emb_proj output */
+  float       *attn_in;  /* attention input (NULL without attention) */
+  float       *out;      /* the unit's output (after attention) */
+} DdimUnitSave;
+
+typedef struct {
+  DdimArena    store;
+  int          n, height, width;
+  const float *input;          /* model input after center_input_sample */
+  float       *t;              /* timesteps [n] */
+  float       *emb, *temb1_pre, *temb2_pre, *temb_act;
+  float       *conv_in_out;
+  DdimUnitSave down[DDIM_MAX_LEVELS][DDIM_MAX_LAYERS_PER_BLOCK];
+  float       *down_resample_out[DDIM_MAX_LEVELS];
+  DdimUnitSave mid[2];         /* mid[0].attn_in: the mid attention input */
+  float       *hspace;         /* mid-block output */
+  DdimUnitSave up[DDIM_MAX_LEVELS][DDIM_MAX_LAYERS_PER_BLOCK];
+  float       *up_resample_out[DDIM_MAX_LEVELS];
+  float       *final_in;       /* input of the output norm */
+} DdimUNetTape;
+
 typedef struct {
   char  *name;
   int    ndim;
@@ -72,7 +100,18 @@ struct _DdimUNet {
   DdimNormLayer   norm_out;
 
   DdimArena       arena;
+  DdimArena       grad_arena;    /* gradients of the backward pass */
+  DdimUNetTape   *tape;          /* created on the first backward */
 };
+
+/* The forward pass; with @tape, everything the backward needs is kept in
+ * it (and nothing is moved in place). @hspace_delta, when not NULL, is
+ * added to the mid-block output [n, C_mid, h/f, w/f]. */
+void ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
+                    const float *hspace_delta, float *out, DdimUNetTape *tape);
+
+/* Attention layer -> op parameters. */
+void ddim_unet_attention_params (DdimUNet *u, const DdimAttentionLayer *a, DdimAttentionParams *p);
 
 /* Builds the parameter table and the layer structure for @config, with
  * storage allocated (zeroed). */

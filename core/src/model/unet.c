@@ -13,30 +13,50 @@
 
 typedef struct {
   float *data;
-  gsize  mark;       /* arena offset where it starts */
+  gsize  mark;       /* arena offset where it starts (fast path) */
   int    channels;
-  int    height, width;
 } Activation;
 
-/* One ResnetBlock2D. Allocates its output on top of the arena and returns it;
- * @temb_act is SiLU(time embedding) [n, temb]. */
+/* Where a forward puts what it keeps: the scratch arena (fast path, moved
+ * and reused) or the tape's store (kept for the backward). */
+typedef struct {
+  DdimUNet     *u;
+  DdimArena    *scratch;
+  DdimUNetTape *tape;
+  int           n;
+  const float  *temb_act;
+} Run;
+
 static float *
-resnet_forward (DdimUNet *u, const DdimResnetLayer *r, const float *x, int n, int h, int w,
-                const float *temb_act, DdimArena *A)
+keep_alloc (Run *r, gsize n_floats)
 {
-  const DdimUNetConfig *c = &u->config;
+  return ddim_arena_alloc (r->tape ? &r->tape->store : r->scratch, n_floats);
+}
+
+/* One ResnetBlock2D. Allocates its output (kept) and returns it. */
+static float *
+resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w,
+                DdimUnitSave *save)
+{
+  const DdimUNetConfig *c = &run->u->config;
+  DdimArena *A = run->scratch;
+  int n = run->n;
   gsize hw = (gsize) h * w;
   float eps = (float) c->norm_eps;
-  float *out = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
+  float *out = keep_alloc (run, (gsize) n * r->cout * hw);
+  float *h1 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
+  float *tp = run->tape ? keep_alloc (run, (gsize) n * r->temb_proj.out) : NULL;
   gsize mark = ddim_arena_mark (A);
   float *t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
-  float *h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
-  float *tp = ddim_arena_alloc (A, (gsize) n * r->temb_proj.out);
+  if (h1 == NULL)
+    h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
+  if (tp == NULL)
+    tp = ddim_arena_alloc (A, (gsize) n * r->temb_proj.out);
 
   ddim_group_norm_forward (x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
                            r->norm1.beta, TRUE, t1);
   ddim_conv2d_forward (t1, n, r->cin, h, w, r->conv1.w, r->conv1.b, r->cout, 3, 1, 1, 1, h1, A);
-  ddim_linear_forward (temb_act, n, r->temb_proj.in, r->temb_proj.w, r->temb_proj.b,
+  ddim_linear_forward (run->temb_act, n, r->temb_proj.in, r->temb_proj.w, r->temb_proj.b,
                        r->temb_proj.out, tp);
   if (!c->scale_shift)
     {
@@ -71,9 +91,10 @@ resnet_forward (DdimUNet *u, const DdimResnetLayer *r, const float *x, int n, in
   const float *shortcut = x;
   if (r->shortcut.w)
     {
+      /* t1 is free again and large enough. */
       ddim_conv2d_forward (x, n, r->cin, h, w, r->shortcut.w, r->shortcut.b, r->cout, 1, 1, 0, 0,
-                           h1, A);
-      shortcut = h1;
+                           t1, A);
+      shortcut = t1;
     }
   gsize total = (gsize) n * r->cout * hw;
   if (r->output_scale == 1.f)
@@ -83,13 +104,21 @@ resnet_forward (DdimUNet *u, const DdimResnetLayer *r, const float *x, int n, in
     for (gsize i = 0; i < total; i++)
       out[i] = (out[i] + shortcut[i]) / r->output_scale;
   ddim_arena_release (A, mark);
+  if (save)
+    {
+      save->x = x;
+      save->h1 = h1;
+      save->tp = tp;
+      save->attn_in = NULL;
+      save->out = out;
+    }
   return out;
 }
 
-static void
-attention_forward (DdimUNet *u, const DdimAttentionLayer *a, float *x, int n, int hw, DdimArena *A)
+void
+ddim_unet_attention_params (DdimUNet *u, const DdimAttentionLayer *a, DdimAttentionParams *p)
 {
-  DdimAttentionParams p = {
+  *p = (DdimAttentionParams) {
     .gn_gamma = a->has_norm ? a->norm.gamma : NULL,
     .gn_beta = a->has_norm ? a->norm.beta : NULL,
     .gn_groups = a->has_norm ? a->norm.groups : 0,
@@ -99,7 +128,21 @@ attention_forward (DdimUNet *u, const DdimAttentionLayer *a, float *x, int n, in
     .heads = a->heads,
     .rescale = 1.f,
   };
-  ddim_attention_forward (x, n, a->channels, hw, &p, A);
+}
+
+/* Attention in place on @x; with a tape, its input is kept first. */
+static void
+attention_forward (Run *run, const DdimAttentionLayer *a, float *x, int hw, DdimUnitSave *save)
+{
+  DdimAttentionParams p;
+  ddim_unet_attention_params (run->u, a, &p);
+  if (run->tape && save)
+    {
+      gsize count = (gsize) run->n * a->channels * hw;
+      save->attn_in = keep_alloc (run, count);
+      memcpy (save->attn_in, x, count * sizeof (float));
+    }
+  ddim_attention_forward (x, run->n, a->channels, hw, &p, run->scratch);
 }
 
 gboolean
@@ -123,53 +166,87 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
   g_return_val_if_fail (u != NULL && x != NULL && t != NULL && out != NULL && n > 0, FALSE);
   if (!ddim_unet_check_size (u, height, width, error))
     return FALSE;
+  ddim_unet_run (u, x, n, height, width, t, NULL, out, NULL);
+  return TRUE;
+}
 
+void
+ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
+               const float *hspace_delta, float *out, DdimUNetTape *tape)
+{
   const DdimUNetConfig *c = &u->config;
   DdimArena *A = &u->arena;
   int L = c->n_levels;
   int temb_dim = ddim_unet_config_temb_dim (c);
   int ch0 = c->block_out_channels[0];
   ddim_arena_reset (A);
+  if (tape)
+    {
+      ddim_arena_reset (&tape->store);
+      tape->n = n;
+      tape->height = height;
+      tape->width = width;
+    }
+  Run run = { u, A, tape, n, NULL };
 
   /* Time embedding, and its SiLU that every resnet projects. */
-  float *emb = ddim_arena_alloc (A, (gsize) n * ch0);
-  float *t1 = ddim_arena_alloc (A, (gsize) n * temb_dim);
-  float *temb_act = ddim_arena_alloc (A, (gsize) n * temb_dim);
+  float *emb = keep_alloc (&run, (gsize) n * ch0);
+  float *t1 = keep_alloc (&run, (gsize) n * temb_dim);
+  float *t1_act = keep_alloc (&run, (gsize) n * temb_dim);
+  float *t2 = keep_alloc (&run, (gsize) n * temb_dim);
+  float *temb_act = keep_alloc (&run, (gsize) n * temb_dim);
   ddim_timestep_embedding_forward (t, n, ch0, c->flip_sin_to_cos, (float) c->freq_shift, emb);
   ddim_linear_forward (emb, n, ch0, u->temb1.w, u->temb1.b, temb_dim, t1);
-  ddim_silu_forward (t1, (gsize) n * temb_dim);
-  ddim_linear_forward (t1, n, temb_dim, u->temb2.w, u->temb2.b, temb_dim, temb_act);
+  memcpy (t1_act, t1, sizeof (float) * n * temb_dim);
+  ddim_silu_forward (t1_act, (gsize) n * temb_dim);
+  ddim_linear_forward (t1_act, n, temb_dim, u->temb2.w, u->temb2.b, temb_dim, t2);
+  memcpy (temb_act, t2, sizeof (float) * n * temb_dim);
   ddim_silu_forward (temb_act, (gsize) n * temb_dim);
+  run.temb_act = temb_act;
 
   const float *input = x;
   if (c->center_input_sample)
     {
       gsize cnt = (gsize) n * c->in_channels * height * width;
-      float *centred = ddim_arena_alloc (A, cnt);
+      float *centred = keep_alloc (&run, cnt);
       for (gsize i = 0; i < cnt; i++)
         centred[i] = 2.f * x[i] - 1.f;
       input = centred;
     }
+  if (tape)
+    {
+      tape->input = input;
+      tape->t = keep_alloc (&run, n);
+      memcpy (tape->t, t, sizeof (float) * n);
+      tape->emb = emb;
+      tape->temb1_pre = t1;
+      tape->temb2_pre = t2;
+      tape->temb_act = temb_act;
+    }
 
-  GArray *skips = g_array_sized_new (FALSE, FALSE, sizeof (Activation), 64);
+  Activation skips[DDIM_MAX_LEVELS * (DDIM_MAX_LAYERS_PER_BLOCK + 1) + 1];
+  int n_skips = 0;
   int h = height, w = width;
-  Activation cur = { NULL, ddim_arena_mark (A), ch0, h, w };
-  cur.data = ddim_arena_alloc (A, (gsize) n * ch0 * h * w);
+  Activation cur = { NULL, ddim_arena_mark (A), ch0 };
+  cur.data = keep_alloc (&run, (gsize) n * ch0 * h * w);
   ddim_conv2d_forward (input, n, c->in_channels, h, w, u->conv_in.w, u->conv_in.b, ch0, 3, 1, 1, 1,
                        cur.data, A);
-  g_array_append_val (skips, cur);
+  if (tape)
+    tape->conv_in_out = cur.data;
+  skips[n_skips++] = cur;
 
   for (int i = 0; i < L; i++)
     {
       const DdimBlock *blk = &u->down[i];
       for (int j = 0; j < blk->n_resnets; j++)
         {
-          Activation next = { NULL, ddim_arena_mark (A), blk->channels, h, w };
-          next.data = resnet_forward (u, &blk->resnets[j], cur.data, n, h, w, temb_act, A);
+          DdimUnitSave *save = tape ? &tape->down[i][j] : NULL;
+          Activation next = { NULL, ddim_arena_mark (A), blk->channels };
+          next.data = resnet_forward (&run, &blk->resnets[j], cur.data, h, w, save);
           if (blk->has_attention)
-            attention_forward (u, &blk->attentions[j], next.data, n, h * w, A);
+            attention_forward (&run, &blk->attentions[j], next.data, h * w, save);
           cur = next;
-          g_array_append_val (skips, cur);
+          skips[n_skips++] = cur;
         }
       if (blk->has_resample)
         {
@@ -177,24 +254,35 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
           int pad_tl = c->downsample_padding, pad_br = 1;
           int oh = ddim_conv2d_out_size (h, 3, 2, pad_tl, pad_br);
           int ow = ddim_conv2d_out_size (w, 3, 2, pad_tl, pad_br);
-          Activation next = { NULL, ddim_arena_mark (A), blk->channels, oh, ow };
-          next.data = ddim_arena_alloc (A, (gsize) n * blk->channels * oh * ow);
+          Activation next = { NULL, ddim_arena_mark (A), blk->channels };
+          next.data = keep_alloc (&run, (gsize) n * blk->channels * oh * ow);
           ddim_conv2d_forward (cur.data, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
                                blk->channels, 3, 2, pad_tl, pad_br, next.data, A);
+          if (tape)
+            tape->down_resample_out[i] = next.data;
           h = oh;
           w = ow;
           cur = next;
-          g_array_append_val (skips, cur);
+          skips[n_skips++] = cur;
         }
     }
 
   /* Mid block. Its output is h-space. */
   {
-    float *m = resnet_forward (u, &u->mid_resnets[0], cur.data, n, h, w, temb_act, A);
+    float *m = resnet_forward (&run, &u->mid_resnets[0], cur.data, h, w,
+                               tape ? &tape->mid[0] : NULL);
     if (u->mid_has_attention)
-      attention_forward (u, &u->mid_attention, m, n, h * w, A);
+      attention_forward (&run, &u->mid_attention, m, h * w, tape ? &tape->mid[0] : NULL);
     cur.mark = ddim_arena_mark (A);
-    cur.data = resnet_forward (u, &u->mid_resnets[1], m, n, h, w, temb_act, A);
+    cur.data = resnet_forward (&run, &u->mid_resnets[1], m, h, w, tape ? &tape->mid[1] : NULL);
+    if (tape)
+      tape->hspace = cur.data;
+    if (hspace_delta)
+      {
+        gsize cnt = (gsize) n * cur.channels * h * w;
+        for (gsize i = 0; i < cnt; i++)
+          cur.data[i] += hspace_delta[i];
+      }
   }
 
   for (int i = 0; i < L; i++)
@@ -202,11 +290,10 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
       const DdimBlock *blk = &u->up[i];
       for (int j = 0; j < blk->n_resnets; j++)
         {
-          Activation skip = g_array_index (skips, Activation, skips->len - 1);
-          g_array_set_size (skips, skips->len - 1);
+          Activation skip = skips[--n_skips];
           gsize hw = (gsize) h * w;
           int cat_c = cur.channels + skip.channels;
-          float *cat = ddim_arena_alloc (A, (gsize) n * cat_c * hw);
+          float *cat = keep_alloc (&run, (gsize) n * cat_c * hw);
           for (int b = 0; b < n; b++)
             {
               memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
@@ -215,13 +302,19 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
                       skip.data + (gsize) b * skip.channels * hw,
                       sizeof (float) * skip.channels * hw);
             }
-          float *o = resnet_forward (u, &blk->resnets[j], cat, n, h, w, temb_act, A);
+          DdimUnitSave *save = tape ? &tape->up[i][j] : NULL;
+          float *o = resnet_forward (&run, &blk->resnets[j], cat, h, w, save);
           if (blk->has_attention)
-            attention_forward (u, &blk->attentions[j], o, n, (int) hw, A);
-          /* Move the result into the popped skip's place. */
-          cur.mark = skip.mark;
-          cur.data = ddim_arena_relocate (A, skip.mark, o, (gsize) n * blk->channels * hw);
+            attention_forward (&run, &blk->attentions[j], o, (int) hw, save);
           cur.channels = blk->channels;
+          if (tape)
+            cur.data = o;
+          else
+            {
+              /* Move the result into the popped skip's place. */
+              cur.mark = skip.mark;
+              cur.data = ddim_arena_relocate (A, skip.mark, o, (gsize) n * blk->channels * hw);
+            }
         }
       if (blk->has_resample)
         {
@@ -230,14 +323,21 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
           h *= 2;
           w *= 2;
           gsize size = (gsize) n * blk->channels * h * w;
-          float *o = ddim_arena_alloc (A, size);
+          float *o = keep_alloc (&run, size);
           ddim_conv2d_forward (up, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
                                blk->channels, 3, 1, 1, 1, o, A);
-          cur.data = ddim_arena_relocate (A, cur.mark, o, size);
+          if (tape)
+            {
+              tape->up_resample_out[i] = o;
+              cur.data = o;
+            }
+          else
+            cur.data = ddim_arena_relocate (A, cur.mark, o, size);
         }
     }
-  g_assert (skips->len == 0);
-  g_array_unref (skips);
+  g_assert (n_skips == 0);
+  if (tape)
+    tape->final_in = cur.data;
 
   gsize hw = (gsize) h * w;
   float *normed = ddim_arena_alloc (A, (gsize) n * ch0 * hw);
@@ -246,7 +346,6 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
   ddim_conv2d_forward (normed, n, ch0, h, w, u->conv_out.w, u->conv_out.b, c->out_channels, 3, 1,
                        1, 1, out, A);
   ddim_arena_release (A, 0);
-  return TRUE;
 }
 
 /* Multiply-adds, walking the same structure as the forward. */

@@ -232,6 +232,7 @@ ddim_unet_alloc (const DdimUNetConfig *config)
   Builder b2 = { u, 0, 0 };
   build_table (&b2);
   ddim_arena_init (&u->arena);
+  ddim_arena_init (&u->grad_arena);
   return u;
 }
 
@@ -244,6 +245,12 @@ ddim_unet_free (DdimUNet *u)
   g_hash_table_unref (u->by_name);
   g_array_unref (u->entries);
   ddim_arena_clear (&u->arena);
+  ddim_arena_clear (&u->grad_arena);
+  if (u->tape)
+    {
+      ddim_arena_clear (&u->tape->store);
+      g_free (u->tape);
+    }
   g_free (u);
 }
 
@@ -398,6 +405,21 @@ ddim_unet_get_tensor (DdimUNet *unet, guint index, int *ndim, gint64 shape[4], f
   if (data)
     *data = unet->params + e->offset;
   return e->name;
+}
+
+gssize
+ddim_unet_get_param_offset (DdimUNet *unet, const char *name)
+{
+  guint idx = GPOINTER_TO_UINT (g_hash_table_lookup (unet->by_name, name));
+  if (idx == 0)
+    return -1;
+  return (gssize) g_array_index (unet->entries, DdimParamEntry, idx - 1).offset;
+}
+
+float *
+ddim_unet_get_params (DdimUNet *unet)
+{
+  return unet->params;
 }
 
 float *
