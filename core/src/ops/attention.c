@@ -92,3 +92,168 @@ ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParam
     }
   ddim_arena_release (arena, mark);
 }
+
+/* Target size of one block of score rows in the backward, in floats. */
+#define ATTN_BLOCK_FLOATS (1u << 20)
+
+/* dW[c, c] += dY[c, P] X[c, P]^T, db += row sums of dY. */
+static void
+project_grads (const float *dy, const float *x, int c, int P, float *dw, float *db)
+{
+  if (dw)
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, c, c, P, 1.f, dy, P, x, P,
+                 1.f, dw, c);
+  if (db)
+    for (int o = 0; o < c; o++)
+      {
+        const float *row = dy + (gsize) o * P;
+        double s = 0;
+        for (int i = 0; i < P; i++)
+          s += row[i];
+        db[o] += (float) s;
+      }
+}
+
+/* Per sample, with g = dy / rescale and per head h, over blocks of query
+ * rows (P = softmax rows of the block, recomputed):
+ *   O_h = V_h P^T (only for dWo);  dO = Wo^T g
+ *   dV_h += dO_h P;  dP = dO_h^T V_h;  dS = P (dP - rowsum (P dP))
+ *   dQ_h = scale K_h dS^T;  dK_h += scale Q_h dS
+ * then the projections' grads, dxn = Wq^T dQ + Wk^T dK + Wv^T dV, the group
+ * norm's backward, and dx = g + dx_via_xn. @x and @dy are fully read for a
+ * sample before its @dx is written, so @dx may equal @x or @dy. */
+void
+ddim_attention_backward_block (const float *x, int n, int c, int hw,
+                               const DdimAttentionParams *p, const float *dy, float *dx,
+                               DdimAttentionGrads *grads, int block_rows, DdimArena *arena)
+{
+  g_return_if_fail (x != NULL && dy != NULL && p != NULL && arena != NULL);
+  g_return_if_fail (p->heads > 0 && c % p->heads == 0 && hw > 0);
+
+  static const DdimAttentionGrads none = { 0 };
+  const DdimAttentionGrads *gr = grads ? grads : &none;
+  int d = c / p->heads;
+  float scale = 1.f / sqrtf ((float) d);
+  float rs = 1.f / p->rescale;
+  gboolean gn = p->gn_gamma != NULL;
+  gboolean want_dxn = dx != NULL || (gn && (gr->gn_gamma || gr->gn_beta));
+  gsize plane = (gsize) c * hw;
+
+  if (block_rows <= 0)
+    block_rows = (int) (ATTN_BLOCK_FLOATS / (gsize) hw);
+  block_rows = CLAMP (block_rows, 1, hw);
+
+  gsize mark = ddim_arena_mark (arena);
+  float *xn = gn ? ddim_arena_alloc (arena, plane) : NULL;
+  float *q = ddim_arena_alloc (arena, plane);
+  float *k = ddim_arena_alloc (arena, plane);
+  float *v = ddim_arena_alloc (arena, plane);
+  float *dO = ddim_arena_alloc (arena, plane);
+  float *dq = ddim_arena_alloc (arena, plane);
+  float *dk = ddim_arena_alloc (arena, plane);
+  float *dv = ddim_arena_alloc (arena, plane);
+  float *o = gr->o_w ? ddim_arena_alloc (arena, plane) : NULL;
+  float *s = ddim_arena_alloc (arena, (gsize) block_rows * hw);
+  float *ds = ddim_arena_alloc (arena, (gsize) block_rows * hw);
+
+  for (int b = 0; b < n; b++)
+    {
+      const float *xb = x + (gsize) b * plane;
+      const float *dyb = dy + (gsize) b * plane;
+      const float *xin = xb;
+      if (gn)
+        {
+          ddim_group_norm_forward (xb, 1, c, hw, p->gn_groups, p->gn_eps, p->gn_gamma,
+                                   p->gn_beta, FALSE, xn);
+          xin = xn;
+        }
+      project (p->q_w, p->q_b, xin, c, hw, q);
+      project (p->k_w, p->k_b, xin, c, hw, k);
+      project (p->v_w, p->v_b, xin, c, hw, v);
+      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, c, hw, c, rs, p->o_w, c,
+                   dyb, hw, 0.f, dO, hw);
+      memset (dk, 0, sizeof (float) * plane);
+      memset (dv, 0, sizeof (float) * plane);
+
+      for (int h = 0; h < p->heads; h++)
+        {
+          gsize hoff = (gsize) h * d * hw;
+          const float *qh = q + hoff, *kh = k + hoff, *vh = v + hoff, *dOh = dO + hoff;
+          float *dqh = dq + hoff, *dkh = dk + hoff, *dvh = dv + hoff;
+          for (int i0 = 0; i0 < hw; i0 += block_rows)
+            {
+              int rb = MIN (block_rows, hw - i0);
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
+                           qh + i0, hw, kh, hw, 0.f, s, hw);
+              softmax_rows (s, rb, hw);
+              if (o)
+                cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, rb, hw, 1.f,
+                             vh, hw, s, hw, 0.f, o + hoff + i0, hw);
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, rb, 1.f,
+                           dOh + i0, hw, s, hw, 1.f, dvh, hw);
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, 1.f,
+                           dOh + i0, hw, vh, hw, 0.f, ds, hw);
+              for (int r = 0; r < rb; r++)
+                {
+                  const float *pr = s + (gsize) r * hw;
+                  float *dr = ds + (gsize) r * hw;
+                  double dot = 0;
+                  for (int j = 0; j < hw; j++)
+                    dot += pr[j] * dr[j];
+                  float fdot = (float) dot;
+                  for (int j = 0; j < hw; j++)
+                    dr[j] = pr[j] * (dr[j] - fdot);
+                }
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, rb, hw, scale,
+                           kh, hw, ds, hw, 0.f, dqh + i0, hw);
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, d, hw, rb, scale,
+                           qh + i0, hw, ds, hw, 1.f, dkh, hw);
+            }
+        }
+
+      if (gr->o_w)
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, c, c, hw, rs, dyb, hw,
+                     o, hw, 1.f, gr->o_w, c);
+      if (gr->o_b)
+        for (int ch = 0; ch < c; ch++)
+          {
+            const float *row = dyb + (gsize) ch * hw;
+            double sum = 0;
+            for (int i = 0; i < hw; i++)
+              sum += row[i];
+            gr->o_b[ch] += (float) (sum * rs);
+          }
+      project_grads (dq, xin, c, hw, gr->q_w, gr->q_b);
+      project_grads (dk, xin, c, hw, gr->k_w, gr->k_b);
+      project_grads (dv, xin, c, hw, gr->v_w, gr->v_b);
+      if (!want_dxn)
+        continue;
+
+      /* dxn into q (no longer needed). */
+      float *dxn = q;
+      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, c, hw, c, 1.f, p->q_w, c,
+                   dq, hw, 0.f, dxn, hw);
+      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, c, hw, c, 1.f, p->k_w, c,
+                   dk, hw, 1.f, dxn, hw);
+      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, c, hw, c, 1.f, p->v_w, c,
+                   dv, hw, 1.f, dxn, hw);
+      if (gn)
+        ddim_group_norm_backward (xb, 1, c, hw, p->gn_groups, p->gn_eps, p->gn_gamma,
+                                  p->gn_beta, FALSE, dxn, dxn, gr->gn_gamma, gr->gn_beta);
+      if (dx)
+        {
+          float *dxb = dx + (gsize) b * plane;
+          for (gsize i = 0; i < plane; i++)
+            dxb[i] = dyb[i] * rs + dxn[i];
+        }
+    }
+  ddim_arena_release (arena, mark);
+}
+
+void
+ddim_attention_backward (const float *x, int n, int c, int hw, const DdimAttentionParams *p,
+                         const float *dy, float *dx, DdimAttentionGrads *grads,
+                         DdimArena *arena)
+{
+  ddim_attention_backward_block (x, n, c, hw, p, dy, dx, grads, 0, arena);
+}

@@ -106,3 +106,146 @@ ddim_conv2d_forward (const float *x, int n, int cin, int h, int w,
     }
   ddim_arena_release (arena, mark);
 }
+
+/* Range [*lo, *hi) of output columns ox whose input column
+ * ix = ox * stride - pad + kx lies in [0, w). */
+static inline void
+valid_ox (int w, int ow, int stride, int pad, int kx, int *lo, int *hi)
+{
+  int a = pad - kx;             /* need ox * stride >= a */
+  int b = w - 1 + pad - kx;     /* need ox * stride <= b */
+  int l = a > 0 ? (a + stride - 1) / stride : 0;
+  int u = b >= 0 ? b / stride + 1 : 0;
+  *lo = MIN (l, ow);
+  *hi = MIN (u, ow);
+  if (*hi < *lo)
+    *hi = *lo;
+}
+
+/* Adjoint of im2col_band: dx[ci, iy, ix] += dcol[kk, r*ow + ox]. */
+static void
+col2im_band (const float *dcol, int cin, int h, int w, int k, int stride, int pad,
+             int oy0, int rows, int ow, float *dx)
+{
+  gsize band = (gsize) rows * ow;
+  for (int ci = 0; ci < cin; ci++)
+    for (int ky = 0; ky < k; ky++)
+      for (int kx = 0; kx < k; kx++)
+        {
+          const float *src = dcol + ((gsize) (ci * k + ky) * k + kx) * band;
+          float *plane = dx + (gsize) ci * h * w;
+          int lo, hi;
+          valid_ox (w, ow, stride, pad, kx, &lo, &hi);
+          if (hi <= lo)
+            continue;
+          for (int r = 0; r < rows; r++)
+            {
+              int iy = (oy0 + r) * stride - pad + ky;
+              if (iy < 0 || iy >= h)
+                continue;
+              const float *s = src + (gsize) r * ow;
+              /* ix = ox * stride + base, >= 0 for ox in [lo, hi). */
+              gssize base = (gssize) iy * w - pad + kx;
+              if (stride == 1)
+                {
+                  float *d = plane + (base + lo);
+                  const float *sl = s + lo;
+                  for (int i = 0; i < hi - lo; i++)
+                    d[i] += sl[i];
+                }
+              else
+                for (int ox = lo; ox < hi; ox++)
+                  plane[base + (gssize) ox * stride] += s[ox];
+            }
+        }
+}
+
+void
+ddim_conv2d_backward_band (const float *x, int n, int cin, int h, int w,
+                           const float *weight, int cout, int k, int stride,
+                           int pad_tl, int pad_br, const float *dy, float *dx,
+                           float *dweight, float *dbias, int band_rows, DdimArena *arena)
+{
+  g_return_if_fail (n >= 0 && cin > 0 && cout > 0 && k > 0 && stride > 0);
+  g_return_if_fail (dy != NULL);
+  g_return_if_fail (dx == NULL || weight != NULL);
+  g_return_if_fail (dweight == NULL || x != NULL);
+
+  int oh = ddim_conv2d_out_size (h, k, stride, pad_tl, pad_br);
+  int ow = ddim_conv2d_out_size (w, k, stride, pad_tl, pad_br);
+  gsize P = (gsize) oh * ow;
+  gsize HW = (gsize) h * w;
+  int K = cin * k * k;
+  gboolean pointwise = (k == 1 && stride == 1 && pad_tl == 0 && pad_br == 0);
+
+  if (dbias)
+    for (int b = 0; b < n; b++)
+      for (int co = 0; co < cout; co++)
+        {
+          const float *row = dy + ((gsize) b * cout + co) * P;
+          double s = 0;
+          for (gsize p = 0; p < P; p++)
+            s += row[p];
+          dbias[co] += (float) s;
+        }
+  if (!dx && !dweight)
+    return;
+
+  if (band_rows <= 0)
+    band_rows = (int) (COL_BAND_FLOATS / ((gsize) K * ow));
+  if (band_rows < 1)
+    band_rows = 1;
+  if (band_rows > oh)
+    band_rows = oh;
+  gsize mark = ddim_arena_mark (arena);
+  float *col = pointwise ? NULL : ddim_arena_alloc (arena, (gsize) K * band_rows * ow);
+
+  for (int b = 0; b < n; b++)
+    {
+      const float *dyb = dy + (gsize) b * cout * P;
+      const float *xb = x ? x + (gsize) b * cin * HW : NULL;
+      float *dxb = dx ? dx + (gsize) b * cin * HW : NULL;
+      if (pointwise)
+        {
+          if (dweight)   /* dW[cout, cin] += dy[cout, P] x[cin, P]^T */
+            cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, cout, cin, (int) P,
+                         1.f, dyb, (int) P, xb, (int) P, 1.f, dweight, cin);
+          if (dxb)       /* dx[cin, P] = W^T dy */
+            cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, cin, (int) P, cout,
+                         1.f, weight, cin, dyb, (int) P, 0.f, dxb, (int) P);
+          continue;
+        }
+      if (dxb)
+        memset (dxb, 0, sizeof (float) * cin * HW);
+      for (int oy0 = 0; oy0 < oh; oy0 += band_rows)
+        {
+          int rows = MIN (band_rows, oh - oy0);
+          int cols = rows * ow;
+          const float *dyband = dyb + (gsize) oy0 * ow;
+          if (dweight)
+            {
+              /* dW[cout, K] += dy[cout, cols] col[K, cols]^T */
+              im2col_band (xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, cout, K, cols,
+                           1.f, dyband, (int) P, col, cols, 1.f, dweight, K);
+            }
+          if (dxb)
+            {
+              /* dcol[K, cols] = W^T dy, reusing the column buffer. */
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, cout,
+                           1.f, weight, K, dyband, (int) P, 0.f, col, cols);
+              col2im_band (col, cin, h, w, k, stride, pad_tl, oy0, rows, ow, dxb);
+            }
+        }
+    }
+  ddim_arena_release (arena, mark);
+}
+
+void
+ddim_conv2d_backward (const float *x, int n, int cin, int h, int w,
+                      const float *weight, int cout, int k, int stride, int pad_tl, int pad_br,
+                      const float *dy, float *dx, float *dweight, float *dbias, DdimArena *arena)
+{
+  ddim_conv2d_backward_band (x, n, cin, h, w, weight, cout, k, stride, pad_tl, pad_br,
+                             dy, dx, dweight, dbias, 0, arena);
+}

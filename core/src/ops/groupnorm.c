@@ -46,3 +46,100 @@ ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float
           }
       }
 }
+
+/* With v = xhat * gamma + beta (and y = silu (v) when @silu):
+ *   dv      = dy                               (or dy * silu'(v))
+ *   dgamma += sum dv * xhat,  dbeta += sum dv
+ *   dx      = inv * (gamma dv - mean_g (gamma dv) - xhat mean_g (gamma dv xhat))
+ * Pass 1 stores dv into @dx (so @dx may equal @dy) and gathers the sums per
+ * channel; pass 2 turns dv into dx from x, so @dx must not equal @x. */
+void
+ddim_group_norm_backward (const float *x, int n, int c, int hw, int groups, float eps,
+                          const float *gamma, const float *beta, gboolean silu,
+                          const float *dy, float *dx, float *dgamma, float *dbeta)
+{
+  g_return_if_fail (x != NULL && dy != NULL && gamma != NULL);
+  g_return_if_fail (!silu || beta != NULL);
+  g_return_if_fail (groups > 0 && c % groups == 0);
+  g_return_if_fail (dx == NULL || dx != x);
+
+  int cpg = c / groups;
+  gsize count = (gsize) cpg * hw;
+  for (int b = 0; b < n; b++)
+    for (int g = 0; g < groups; g++)
+      {
+        gsize off = ((gsize) b * c + (gsize) g * cpg) * hw;
+        const float *xg = x + off;
+        double sum = 0;
+        for (gsize i = 0; i < count; i++)
+          sum += xg[i];
+        double mean = sum / count;
+        double sq = 0;
+        for (gsize i = 0; i < count; i++)
+          {
+            double d = xg[i] - mean;
+            sq += d * d;
+          }
+        float inv = (float) (1.0 / sqrt (sq / count + eps));
+        float fmean = (float) mean;
+
+        /* Pass 1: dv, per-channel sums of dv and dv * xhat. */
+        double m1 = 0, m2 = 0;  /* sums of gamma dv and gamma dv xhat over the group */
+        for (int ci = 0; ci < cpg; ci++)
+          {
+            int ch = g * cpg + ci;
+            const float *xs = xg + (gsize) ci * hw;
+            const float *dys = dy + off + (gsize) ci * hw;
+            float *dvs = dx ? dx + off + (gsize) ci * hw : NULL;
+            double s_dv = 0, s_dvx = 0;   /* s_dvx: sum dv * (x - mean) */
+            if (silu)
+              {
+                float scale = inv * gamma[ch];
+                float shift = beta[ch] - fmean * scale;
+                for (int i = 0; i < hw; i++)
+                  {
+                    float v = xs[i] * scale + shift;
+                    float sg = 1.f / (1.f + expf (-v));
+                    float dv = dys[i] * sg * (1.f + v * (1.f - sg));
+                    if (dvs)
+                      dvs[i] = dv;
+                    s_dv += dv;
+                    s_dvx += dv * (xs[i] - fmean);
+                  }
+              }
+            else
+              for (int i = 0; i < hw; i++)
+                {
+                  float dv = dys[i];
+                  if (dvs)
+                    dvs[i] = dv;
+                  s_dv += dv;
+                  s_dvx += dv * (xs[i] - fmean);
+                }
+            double s_dvxhat = s_dvx * inv;
+            if (dgamma)
+              dgamma[ch] += (float) s_dvxhat;
+            if (dbeta)
+              dbeta[ch] += (float) s_dv;
+            m1 += gamma[ch] * s_dv;
+            m2 += gamma[ch] * s_dvxhat;
+          }
+        if (!dx)
+          continue;
+        m1 /= count;
+        m2 /= count;
+
+        /* Pass 2: dx = a_ch dv + cx (x - mean) + c0, with xhat = (x - mean) inv. */
+        float cx = (float) (-(double) inv * inv * m2);
+        float c0 = (float) (-(double) inv * m1);
+        for (int ci = 0; ci < cpg; ci++)
+          {
+            int ch = g * cpg + ci;
+            float a = inv * gamma[ch];
+            const float *xs = xg + (gsize) ci * hw;
+            float *d = dx + off + (gsize) ci * hw;
+            for (int i = 0; i < hw; i++)
+              d[i] = a * d[i] + cx * (xs[i] - fmean) + c0;
+          }
+      }
+}

@@ -1,0 +1,84 @@
+/* Shared declarations of the `ddim` command-line tool. */
+#pragma once
+
+#include <gio/gio.h>
+#include <glib.h>
+
+#include "ddim/error.h"
+#include "ddim/model.h"
+#include "ddim/sampler.h"
+#include "ddim/schedule.h"
+
+G_BEGIN_DECLS
+
+/* Exit statuses of every command. */
+enum {
+  CLI_EXIT_OK = 0,
+  CLI_EXIT_ERROR = 1,      /* the command failed (message on stderr) */
+  CLI_EXIT_USAGE = 2,      /* bad command line */
+  CLI_EXIT_CANCELLED = 130 /* interrupted with Ctrl-C; nothing written */
+};
+
+/* A command's entry point: argv[0] is the command name, as for a program. */
+int cli_cmd_info (int argc, char **argv);
+int cli_cmd_eval (int argc, char **argv);
+int cli_cmd_sample (int argc, char **argv);
+int cli_cmd_invert (int argc, char **argv);
+int cli_cmd_reconstruct (int argc, char **argv);
+int cli_cmd_bench (int argc, char **argv);
+
+/* Parses the options of command @cmd. Returns TRUE when the command should
+ * go on; otherwise *exit_code says how to exit (--help is handled by GLib,
+ * which prints the help and exits 0 itself). */
+gboolean cli_parse_options (GOptionContext *context, const char *cmd, int *argc, char ***argv,
+                            int *exit_code);
+
+/* Prints "ddim CMD: message" and a hint to run --help; returns
+ * CLI_EXIT_USAGE. */
+int cli_usage_error (const char *cmd, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* Prints "ddim CMD: message" for @error (may be NULL: "unknown error");
+ * returns CLI_EXIT_CANCELLED for a cancelled run, CLI_EXIT_ERROR otherwise. */
+int cli_error (const char *cmd, const GError *error);
+/* Prints "ddim CMD: message"; returns CLI_EXIT_ERROR. */
+int cli_fail (const char *cmd, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+/* TRUE when @path ends in @suffix (ASCII, case-insensitive). */
+gboolean cli_has_suffix (const char *path, const char *suffix);
+/* Checks that option @what has a value in [min, max]; otherwise reports a
+ * usage error and sets *exit_code. */
+gboolean cli_check_range (const char *cmd, const char *what, int value, int min, int max,
+                          int *exit_code);
+
+/* Loads a model folder, with the error already reported on failure. */
+DdimModel *cli_load_model (const char *cmd, const char *folder, int *exit_code);
+
+/* Output files of sample and reconstruct: PNG (one image, or a grid of
+ * ceil(sqrt(n)) columns for several) or safetensors. */
+typedef enum {
+  CLI_OUTPUT_PNG,
+  CLI_OUTPUT_SAFETENSORS
+} CliOutputKind;
+
+/* From the file name (.png or .safetensors, any case); a usage error
+ * otherwise. */
+gboolean cli_output_kind (const char *cmd, const char *path, CliOutputKind *kind,
+                          int *exit_code);
+/* Writes @n images [C,H,W] (consecutive in @data) atomically. For
+ * safetensors: one F32 tensor @tensor_name [n, C, H, W] plus @metadata
+ * (key, value, ..., NULL; may be NULL). */
+gboolean cli_save_images (const char *path, CliOutputKind kind, const char *tensor_name, int n,
+                          int channels, int height, int width, const float *data,
+                          const char *const *metadata, GError **error);
+
+/* ddim_sample and ddim_invert. */
+typedef gboolean (*CliRunFunc) (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n,
+                                int height, int width, const DdimRunOptions *options,
+                                GError **error);
+/* Runs @func with progress on stderr (labelled @label, none if @quiet) and
+ * Ctrl-C cancelling it. Returns CLI_EXIT_OK, or the exit code after
+ * reporting the error (CLI_EXIT_CANCELLED when interrupted, even after the
+ * last step, so that nothing gets written). */
+int cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, float *x,
+             int n, int height, int width, DdimRunOptions *options, gboolean quiet);
+
+G_END_DECLS

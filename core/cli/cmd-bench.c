@@ -1,0 +1,279 @@
+/* ddim bench: times the UNet forward pass (random weights) against the
+ * BLAS's own sgemm speed, and reports memory. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cblas.h>
+
+#include "cli.h"
+#include "ddim/config.h"
+#include "ddim/unet.h"
+
+#define CMD "bench"
+
+/* google/ddpm-cifar10-32's config.json: the default model of the bench. */
+static const char builtin_config[] =
+  "{\n"
+  "  \"_class_name\": \"UNet2DModel\",\n"
+  "  \"act_fn\": \"silu\",\n"
+  "  \"attention_head_dim\": null,\n"
+  "  \"center_input_sample\": false,\n"
+  "  \"downsample_padding\": 0,\n"
+  "  \"flip_sin_to_cos\": false,\n"
+  "  \"freq_shift\": 1,\n"
+  "  \"in_channels\": 3,\n"
+  "  \"out_channels\": 3,\n"
+  "  \"layers_per_block\": 2,\n"
+  "  \"mid_block_scale_factor\": 1,\n"
+  "  \"norm_eps\": 1e-06,\n"
+  "  \"norm_num_groups\": 32,\n"
+  "  \"time_embedding_type\": \"positional\",\n"
+  "  \"resnet_time_scale_shift\": \"default\",\n"
+  "  \"add_attention\": true,\n"
+  "  \"sample_size\": 32,\n"
+  "  \"block_out_channels\": [128, 256, 256, 256],\n"
+  "  \"down_block_types\": [\"DownBlock2D\", \"AttnDownBlock2D\", \"DownBlock2D\", "
+  "\"DownBlock2D\"],\n"
+  "  \"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\", \"AttnUpBlock2D\", \"UpBlock2D\"]\n"
+  "}\n";
+
+/* The sgemm reference: an im2col 3x3 convolution of 256 channels over a
+ * 64x64 map (M = output channels, N = pixels, K = 9 * input channels). */
+#define SGEMM_M 256
+#define SGEMM_N 4096
+#define SGEMM_K 2304
+#define SGEMM_REPEAT 5
+
+#define MIB (1024.0 * 1024.0)
+
+static void
+kv (const char *key, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+kv (const char *key, const char *format, ...)
+{
+  va_list ap;
+  va_start (ap, format);
+  g_autofree char *value = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  g_autofree char *k = g_strconcat (key, ":", NULL);
+  printf ("%-24s %s\n", k, value);
+  fflush (stdout);
+}
+
+/* Peak resident set size in bytes: VmHWM, else ru_maxrss; -1 if neither. */
+static double
+peak_rss_bytes (const char **source)
+{
+  g_autofree char *status = NULL;
+  if (g_file_get_contents ("/proc/self/status", &status, NULL, NULL))
+    {
+      const char *line = strstr (status, "VmHWM:");
+      if (line)
+        {
+          long long kib = strtoll (line + strlen ("VmHWM:"), NULL, 10);
+          if (kib > 0)
+            {
+              *source = "VmHWM";
+              return kib * 1024.0;
+            }
+        }
+    }
+  struct rusage ru;
+  if (getrusage (RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss > 0)
+    {
+      *source = "ru_maxrss";
+      return ru.ru_maxrss * 1024.0; /* KiB on Linux */
+    }
+  *source = "unavailable";
+  return -1;
+}
+
+static char *
+group_thousands (guint64 v)
+{
+  g_autofree char *digits = g_strdup_printf ("%" G_GUINT64_FORMAT, v);
+  GString *s = g_string_new (NULL);
+  gsize n = strlen (digits);
+  for (gsize i = 0; i < n; i++)
+    {
+      if (i > 0 && (n - i) % 3 == 0)
+        g_string_append_c (s, ',');
+      g_string_append_c (s, digits[i]);
+    }
+  return g_string_free (s, FALSE);
+}
+
+/* Best seconds of @repeat sgemm calls of the reference shape, after one
+ * warm-up call. */
+static double
+time_sgemm (int repeat)
+{
+  gsize na = (gsize) SGEMM_M * SGEMM_K, nb = (gsize) SGEMM_K * SGEMM_N;
+  gsize nc = (gsize) SGEMM_M * SGEMM_N;
+  g_autofree float *a = g_new (float, na);
+  g_autofree float *b = g_new (float, nb);
+  g_autofree float *c = g_new0 (float, nc);
+  ddim_randn (11, a, na);
+  ddim_randn (12, b, nb);
+  double best = G_MAXDOUBLE;
+  for (int r = -1; r < repeat; r++)
+    {
+      gint64 t0 = g_get_monotonic_time ();
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, SGEMM_M, SGEMM_N, SGEMM_K, 1.f,
+                   a, SGEMM_K, b, SGEMM_N, 0.f, c, SGEMM_N);
+      double s = (g_get_monotonic_time () - t0) / 1e6;
+      if (r >= 0 && s < best)
+        best = s;
+    }
+  return best;
+}
+
+int
+cli_cmd_bench (int argc, char **argv)
+{
+  g_autofree char *config_arg = NULL;
+  int repeat = 3, batch = 1, size = 0;
+  GOptionEntry entries[] = {
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
+      "A model folder (or its config.json) whose config.json to benchmark; weights are "
+      "not read (default: the built-in config of google/ddpm-cifar10-32)", "DIR" },
+    { "repeat", 0, 0, G_OPTION_ARG_INT, &repeat,
+      "Timed forward passes after one warm-up; the best counts (default 3)", "K" },
+    { "batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size (default 1)", "N" },
+    { "size", 0, 0, G_OPTION_ARG_INT, &size,
+      "Image height and width (default: the config's sample_size)", "S" },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr (GOptionContext) ctx = g_option_context_new (NULL);
+  g_option_context_set_summary (ctx,
+      "Times the UNet forward pass of a configuration with random weights at t = 500\n"
+      "and compares its speed with the BLAS's cblas_sgemm on a representative shape\n"
+      "(M=256, N=4096, K=2304: a 3x3 convolution of 256 channels over 64x64 pixels).\n"
+      "Also reports the parameter count and the peak resident memory, measured\n"
+      "after the forward passes and before the sgemm test. The number of BLAS\n"
+      "threads follows OPENBLAS_NUM_THREADS.");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+
+  int rc;
+  if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
+    return rc;
+  if (argc > 1)
+    return cli_usage_error (CMD, "unexpected argument '%s'", argv[1]);
+  if (!cli_check_range (CMD, "--repeat", repeat, 1, 1000, &rc)
+      || !cli_check_range (CMD, "--batch", batch, 1, 4096, &rc))
+    return rc;
+  if (size != 0 && !cli_check_range (CMD, "--size", size, 1, 65536, &rc))
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  DdimUNetConfig config;
+  g_autofree char *config_desc = NULL;
+  if (config_arg)
+    {
+      if (!g_file_test (config_arg, G_FILE_TEST_EXISTS))
+        return cli_fail (CMD, "--config: %s does not exist (expected a model folder with "
+                         "config.json, or a config.json file)", config_arg);
+      g_autofree char *path = g_file_test (config_arg, G_FILE_TEST_IS_DIR)
+                                ? g_build_filename (config_arg, "config.json", NULL)
+                                : g_strdup (config_arg);
+      if (!ddim_unet_config_load (path, &config, &error))
+        return cli_error (CMD, error);
+      config_desc = g_steal_pointer (&path);
+    }
+  else
+    {
+      if (!ddim_unet_config_parse (builtin_config, -1, &config, &error))
+        return cli_error (CMD, error);
+      config_desc = g_strdup ("built-in (google/ddpm-cifar10-32)");
+    }
+  if (size == 0)
+    size = config.sample_size;
+  int factor = ddim_unet_config_size_factor (&config);
+  if (size % factor != 0)
+    return cli_fail (CMD, "size %d is not supported by this config: it must be a multiple of %d",
+                     size, factor);
+
+  g_autoptr (DdimUNet) unet = ddim_unet_new_random (&config, 1);
+  if (!ddim_unet_check_size (unet, size, size, &error))
+    return cli_error (CMD, error);
+  const DdimUNetConfig *c = ddim_unet_get_config (unet);
+
+  gsize n_in = (gsize) batch * c->in_channels * size * size;
+  gsize n_out = (gsize) batch * c->out_channels * size * size;
+  g_autofree float *x = g_try_new (float, n_in);
+  g_autofree float *out = g_try_new (float, n_out);
+  g_autofree float *t = g_new (float, batch);
+  if (x == NULL || out == NULL)
+    return cli_fail (CMD, "out of memory for a batch of %d at %dx%d", batch, size, size);
+  ddim_randn (2, x, n_in);
+  for (int i = 0; i < batch; i++)
+    t[i] = 500.f;
+
+  gsize n_params = ddim_unet_get_n_params (unet);
+  double weights_mib = n_params * sizeof (float) / MIB;
+  double gflop = 2.0 * ddim_unet_count_macs (unet, batch, size, size) / 1e9;
+  g_autofree char *np = group_thousands (n_params);
+  const char *coretype = g_getenv ("OPENBLAS_CORETYPE");
+
+  kv ("config", "%s", config_desc);
+  kv ("input", "%d x %d x %d x %d (t = 500)", batch, c->in_channels, size, size);
+  kv ("parameters", "%s", np);
+  kv ("weights", "%.1f MiB (float32)", weights_mib);
+#ifdef OPENBLAS_VERSION
+  {
+    g_autofree char *version = g_strstrip (g_strdup (OPENBLAS_VERSION));
+    kv ("BLAS", "%s, core %s", version, openblas_get_corename ());
+  }
+  kv ("OPENBLAS_CORETYPE", "%s", coretype ? coretype : "(not set)");
+  kv ("BLAS threads", "%d", openblas_get_num_threads ());
+#else
+  kv ("BLAS", "not OpenBLAS (thread count unknown)");
+  kv ("OPENBLAS_CORETYPE", "%s", coretype ? coretype : "(not set)");
+#endif
+  kv ("GFLOP per call", "%.3f", gflop);
+
+  gint64 t0 = g_get_monotonic_time ();
+  if (!ddim_unet_forward (unet, x, batch, size, size, t, out, &error))
+    return cli_error (CMD, error);
+  double warmup = (g_get_monotonic_time () - t0) / 1e6;
+  kv ("warm-up seconds", "%.4f", warmup);
+
+  double best = G_MAXDOUBLE;
+  for (int r = 0; r < repeat; r++)
+    {
+      t0 = g_get_monotonic_time ();
+      if (!ddim_unet_forward (unet, x, batch, size, size, t, out, &error))
+        return cli_error (CMD, error);
+      double s = (g_get_monotonic_time () - t0) / 1e6;
+      best = MIN (best, s);
+    }
+  double achieved = gflop / best;
+  kv ("best seconds", "%.4f (of %d)", best, repeat);
+  kv ("achieved GFLOPS", "%.2f", achieved);
+
+  /* Before the sgemm buffers add to it. */
+  const char *rss_source = NULL;
+  double peak = peak_rss_bytes (&rss_source);
+
+  double sgemm_s = time_sgemm (SGEMM_REPEAT);
+  double sgemm_gflops = 2.0 * SGEMM_M * SGEMM_N * SGEMM_K / 1e9 / sgemm_s;
+  kv ("sgemm shape", "M=%d N=%d K=%d (row-major, no transposes)", SGEMM_M, SGEMM_N, SGEMM_K);
+  kv ("sgemm GFLOPS", "%.2f (best of %d)", sgemm_gflops, SGEMM_REPEAT);
+  kv ("achieved / sgemm", "%.3f", achieved / sgemm_gflops);
+
+  if (peak >= 0)
+    {
+      kv ("peak resident", "%.1f MiB (%s)", peak / MIB, rss_source);
+      kv ("peak - weights", "%.1f MiB", peak / MIB - weights_mib);
+    }
+  else
+    {
+      kv ("peak resident", "unavailable");
+      kv ("peak - weights", "unavailable");
+    }
+  return CLI_EXIT_OK;
+}

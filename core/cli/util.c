@@ -1,0 +1,164 @@
+/* Helpers shared by the commands (declared in cli.h). */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "progress.h"
+#include "ddim/image.h"
+#include "ddim/safetensors.h"
+
+static void
+print_prefixed (const char *cmd, const char *message)
+{
+  /* Flush stdout first so that the error comes after anything printed. */
+  fflush (stdout);
+  fprintf (stderr, "ddim %s: %s\n", cmd, message);
+}
+
+int
+cli_usage_error (const char *cmd, const char *format, ...)
+{
+  va_list ap;
+  va_start (ap, format);
+  g_autofree char *msg = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  print_prefixed (cmd, msg);
+  fprintf (stderr, "Try 'ddim %s --help' for more information.\n", cmd);
+  return CLI_EXIT_USAGE;
+}
+
+int
+cli_fail (const char *cmd, const char *format, ...)
+{
+  va_list ap;
+  va_start (ap, format);
+  g_autofree char *msg = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  print_prefixed (cmd, msg);
+  return CLI_EXIT_ERROR;
+}
+
+int
+cli_error (const char *cmd, const GError *error)
+{
+  print_prefixed (cmd, error ? error->message : "unknown error");
+  if (error && (g_error_matches (error, DDIM_ERROR, DDIM_ERROR_CANCELLED)
+                || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED)))
+    return CLI_EXIT_CANCELLED;
+  return CLI_EXIT_ERROR;
+}
+
+gboolean
+cli_parse_options (GOptionContext *context, const char *cmd, int *argc, char ***argv,
+                   int *exit_code)
+{
+  g_autoptr (GError) error = NULL;
+  if (!g_option_context_parse (context, argc, argv, &error))
+    {
+      *exit_code = cli_usage_error (cmd, "%s", error->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+cli_has_suffix (const char *path, const char *suffix)
+{
+  gsize n = strlen (path), m = strlen (suffix);
+  return n >= m && g_ascii_strcasecmp (path + n - m, suffix) == 0;
+}
+
+gboolean
+cli_check_range (const char *cmd, const char *what, int value, int min, int max,
+                 int *exit_code)
+{
+  if (value < min || value > max)
+    {
+      if (max == G_MAXINT)
+        *exit_code = cli_usage_error (cmd, "%s must be at least %d, not %d", what, min, value);
+      else
+        *exit_code = cli_usage_error (cmd, "%s must be between %d and %d, not %d", what, min,
+                                      max, value);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+DdimModel *
+cli_load_model (const char *cmd, const char *folder, int *exit_code)
+{
+  g_autoptr (GError) error = NULL;
+  DdimModel *model = ddim_model_load (folder, &error);
+  if (model == NULL)
+    *exit_code = cli_error (cmd, error);
+  return model;
+}
+
+
+gboolean
+cli_output_kind (const char *cmd, const char *path, CliOutputKind *kind, int *exit_code)
+{
+  if (cli_has_suffix (path, ".png"))
+    *kind = CLI_OUTPUT_PNG;
+  else if (cli_has_suffix (path, ".safetensors"))
+    *kind = CLI_OUTPUT_SAFETENSORS;
+  else
+    {
+      *exit_code = cli_usage_error (cmd, "output file '%s' must end in .png or .safetensors",
+                                    path);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+cli_save_images (const char *path, CliOutputKind kind, const char *tensor_name, int n,
+                 int channels, int height, int width, const float *data,
+                 const char *const *metadata, GError **error)
+{
+  if (kind == CLI_OUTPUT_SAFETENSORS)
+    {
+      g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+      for (const char *const *m = metadata; m && m[0] && m[1]; m += 2)
+        ddim_safetensors_writer_add_metadata (w, m[0], m[1]);
+      gint64 shape[4] = { n, channels, height, width };
+      ddim_safetensors_writer_add_f32 (w, tensor_name, 4, shape, data);
+      return ddim_safetensors_writer_save (w, path, error);
+    }
+  if (n == 1)
+    return ddim_image_save_png (path, channels, width, height, data, error);
+  int columns = (int) ceil (sqrt ((double) n));
+  while (columns * columns < n) /* guard against rounding */
+    columns++;
+  return ddim_image_save_grid_png (path, n, channels, width, height, data, columns, error);
+}
+
+int
+cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, float *x, int n,
+         int height, int width, DdimRunOptions *options, gboolean quiet)
+{
+  g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr (CliProgress) progress = cli_progress_new (label, cancellable, quiet);
+  cli_progress_attach (progress, options);
+
+  g_autoptr (GError) error = NULL;
+  cli_sigint_install (cmd);
+  gboolean ok = func (model->unet, model->schedule, x, n, height, width, options, &error);
+  cli_sigint_restore ();
+  cli_progress_end (progress);
+  options->progress = NULL;
+  options->progress_data = NULL;
+  options->cancellable = NULL;
+
+  if (!ok)
+    return cli_error (cmd, error);
+  if (cli_sigint_received ())
+    {
+      /* Interrupted after the last step: still write nothing. */
+      g_set_error_literal (&error, DDIM_ERROR, DDIM_ERROR_CANCELLED, "cancelled");
+      return cli_error (cmd, error);
+    }
+  return CLI_EXIT_OK;
+}
