@@ -4,6 +4,7 @@
 #include "ddim/unet.h"
 #include "ops/arena.h"
 #include "ops/ops.h"
+#include "ops/parallel.h"
 
 typedef struct {
   float *w, *b;
@@ -99,7 +100,8 @@ struct _DdimUNet {
   DdimBlock       up[DDIM_MAX_LEVELS];
   DdimNormLayer   norm_out;
 
-  DdimArena       arena;
+  DdimArena       arena;         /* activations; its parallel is ours */
+  DdimParallel   *parallel;
   DdimArena       grad_arena;    /* gradients of the backward pass */
   DdimUNetTape   *tape;          /* created on the first backward */
 };

@@ -53,28 +53,28 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
   if (tp == NULL)
     tp = ddim_arena_alloc (A, (gsize) n * r->temb_proj.out);
 
-  ddim_group_norm_forward (x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
-                           r->norm1.beta, TRUE, t1);
-  ddim_conv2d_forward (t1, n, r->cin, h, w, r->conv1.w, r->conv1.b, r->cout, 3, 1, 1, 1, h1, A);
+  ddim_group_norm_forward_threaded (x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
+                           r->norm1.beta, TRUE, t1, A);
   ddim_linear_forward (run->temb_act, n, r->temb_proj.in, r->temb_proj.w, r->temb_proj.b,
                        r->temb_proj.out, tp);
+  /* h1 = conv1(t1) + b1 (+ the time projection): biases folded into the
+   * initial values the convolution accumulates onto. */
+  for (int b = 0; b < n; b++)
+    for (int ch = 0; ch < r->cout; ch++)
+      {
+        float v = r->conv1.b[ch] + (c->scale_shift ? 0.f : tp[(gsize) b * r->cout + ch]);
+        float *p = h1 + ((gsize) b * r->cout + ch) * hw;
+        for (gsize i = 0; i < hw; i++)
+          p[i] = v;
+      }
+  ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1, A);
   if (!c->scale_shift)
-    {
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float v = tp[(gsize) b * r->cout + ch];
-            float *p = h1 + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] += v;
-          }
-      ddim_group_norm_forward (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, TRUE, t1);
-    }
+    ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
+                             r->norm2.beta, TRUE, t1, A);
   else
     {
-      ddim_group_norm_forward (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, FALSE, t1);
+      ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
+                               r->norm2.beta, FALSE, t1, A);
       for (int b = 0; b < n; b++)
         for (int ch = 0; ch < r->cout; ch++)
           {
@@ -86,23 +86,36 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
           }
       ddim_silu_forward (t1, (gsize) n * r->cout * hw);
     }
-  ddim_conv2d_forward (t1, n, r->cout, h, w, r->conv2.w, r->conv2.b, r->cout, 3, 1, 1, 1, out, A);
 
-  const float *shortcut = x;
+  /* out = shortcut(x) + b2 + conv2(t1): the shortcut initialises out. */
+  gsize total = (gsize) n * r->cout * hw;
   if (r->shortcut.w)
     {
-      /* t1 is free again and large enough. */
-      ddim_conv2d_forward (x, n, r->cin, h, w, r->shortcut.w, r->shortcut.b, r->cout, 1, 1, 0, 0,
-                           t1, A);
-      shortcut = t1;
+      for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < r->cout; ch++)
+          {
+            float v = r->shortcut.b[ch] + r->conv2.b[ch];
+            float *p = out + ((gsize) b * r->cout + ch) * hw;
+            for (gsize i = 0; i < hw; i++)
+              p[i] = v;
+          }
+      ddim_conv2d_forward_accumulate (x, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, out,
+                                      A);
     }
-  gsize total = (gsize) n * r->cout * hw;
-  if (r->output_scale == 1.f)
-    for (gsize i = 0; i < total; i++)
-      out[i] += shortcut[i];
   else
+    for (int b = 0; b < n; b++)
+      for (int ch = 0; ch < r->cout; ch++)
+        {
+          float v = r->conv2.b[ch];
+          const float *xs = x + ((gsize) b * r->cout + ch) * hw;
+          float *p = out + ((gsize) b * r->cout + ch) * hw;
+          for (gsize i = 0; i < hw; i++)
+            p[i] = xs[i] + v;
+        }
+  ddim_conv2d_forward_accumulate (t1, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
+  if (r->output_scale != 1.f)
     for (gsize i = 0; i < total; i++)
-      out[i] = (out[i] + shortcut[i]) / r->output_scale;
+      out[i] /= r->output_scale;
   ddim_arena_release (A, mark);
   if (save)
     {
@@ -341,8 +354,8 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
 
   gsize hw = (gsize) h * w;
   float *normed = ddim_arena_alloc (A, (gsize) n * ch0 * hw);
-  ddim_group_norm_forward (cur.data, n, ch0, (int) hw, u->norm_out.groups, (float) c->norm_eps,
-                           u->norm_out.gamma, u->norm_out.beta, TRUE, normed);
+  ddim_group_norm_forward_threaded (cur.data, n, ch0, (int) hw, u->norm_out.groups, (float) c->norm_eps,
+                           u->norm_out.gamma, u->norm_out.beta, TRUE, normed, A);
   ddim_conv2d_forward (normed, n, ch0, h, w, u->conv_out.w, u->conv_out.b, c->out_channels, 3, 1,
                        1, 1, out, A);
   ddim_arena_release (A, 0);

@@ -22,6 +22,9 @@ typedef struct {
   gsize   used;       /* virtual offset of the top, floats */
   gsize   high;       /* high-water mark since the last reset */
   GArray *overflow;   /* DdimArenaChunk, in offset order */
+  /* Threads for the passes between GEMMs (borrowed; NULL: inline). The
+   * arena is the execution context every op receives. */
+  struct _DdimParallel *parallel;
 } DdimArena;
 
 void   ddim_arena_init (DdimArena *arena);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ops/ops.h"
+#include "ops/parallel.h"
 
 /* Target size of one column band, in floats (4 MiB: stays in L3). */
 #define COL_BAND_FLOATS (1u << 20)
@@ -14,13 +15,14 @@ ddim_conv2d_out_size (int in, int k, int stride, int pad_tl, int pad_br)
   return (in + pad_tl + pad_br - k) / stride + 1;
 }
 
-/* Columns for output rows [oy0, oy0 + rows) of one image: col[kk, r*ow + ox]. */
+/* Columns for output rows [oy0, oy0 + rows) of one image, input channels
+ * [c0, c1): col[kk, r*ow + ox]. */
 static void
-im2col_band (const float *x, int cin, int h, int w, int k, int stride, int pad,
-             int oy0, int rows, int ow, float *col)
+im2col_band_channels (const float *x, int c0, int c1, int h, int w, int k, int stride, int pad,
+                      int oy0, int rows, int ow, float *col)
 {
   gsize band = (gsize) rows * ow;
-  for (int ci = 0; ci < cin; ci++)
+  for (int ci = c0; ci < c1; ci++)
     for (int ky = 0; ky < k; ky++)
       for (int kx = 0; kx < k; kx++)
         {
@@ -59,10 +61,38 @@ im2col_band (const float *x, int cin, int h, int w, int k, int stride, int pad,
         }
 }
 
-void
-ddim_conv2d_forward (const float *x, int n, int cin, int h, int w,
-                     const float *weight, const float *bias, int cout, int k,
-                     int stride, int pad_tl, int pad_br, float *y, DdimArena *arena)
+typedef struct {
+  const float *x;
+  int h, w, k, stride, pad, oy0, rows, ow;
+  float *col;
+} Im2colJob;
+
+static void
+im2col_range (gsize begin, gsize end, gpointer data)
+{
+  Im2colJob *j = data;
+  im2col_band_channels (j->x, (int) begin, (int) end, j->h, j->w, j->k, j->stride, j->pad, j->oy0,
+                        j->rows, j->ow, j->col);
+}
+
+/* All input channels, split across the arena's threads when large. */
+static void
+im2col_band (DdimArena *arena, const float *x, int cin, int h, int w, int k, int stride, int pad,
+             int oy0, int rows, int ow, float *col)
+{
+  Im2colJob job = { x, h, w, k, stride, pad, oy0, rows, ow, col };
+  /* Each channel writes k*k*rows*ow floats; below ~64k floats a thread
+   * hand-off costs more than it saves. */
+  gsize per_channel = (gsize) k * k * rows * ow;
+  ddim_parallel_for (arena->parallel, cin, MAX (1, 65536 / per_channel), im2col_range, &job);
+}
+
+/* y (+)= conv(x) (+ bias): with @accumulate, @y already holds values to add
+ * to and @bias must be folded in by the caller. */
+static void
+conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, const float *bias,
+            int cout, int k, int stride, int pad_tl, int pad_br, float *y, gboolean accumulate,
+            DdimArena *arena)
 {
   int oh = ddim_conv2d_out_size (h, k, stride, pad_tl, pad_br);
   int ow = ddim_conv2d_out_size (w, k, stride, pad_tl, pad_br);
@@ -77,34 +107,54 @@ ddim_conv2d_forward (const float *x, int n, int cin, int h, int w,
     band_rows = oh;
   gsize mark = ddim_arena_mark (arena);
   float *col = pointwise ? NULL : ddim_arena_alloc (arena, (gsize) K * band_rows * ow);
+  float beta = 1.f;
 
   for (int b = 0; b < n; b++)
     {
       const float *xb = x + (gsize) b * cin * h * w;
       float *yb = y + (gsize) b * cout * P;
-      for (int co = 0; co < cout; co++)
-        {
-          float v = bias ? bias[co] : 0.f;
-          float *row = yb + (gsize) co * P;
-          for (gsize p = 0; p < P; p++)
-            row[p] = v;
-        }
+      if (!accumulate && bias)
+        for (int co = 0; co < cout; co++)
+          {
+            float v = bias[co];
+            float *row = yb + (gsize) co * P;
+            for (gsize p = 0; p < P; p++)
+              row[p] = v;
+          }
+      else if (!accumulate)
+        beta = 0.f;
       if (pointwise)
         {
           cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int) P, cin,
-                       1.f, weight, cin, xb, (int) P, 1.f, yb, (int) P);
+                       1.f, weight, cin, xb, (int) P, beta, yb, (int) P);
           continue;
         }
       for (int oy0 = 0; oy0 < oh; oy0 += band_rows)
         {
           int rows = MIN (band_rows, oh - oy0);
           int cols = rows * ow;
-          im2col_band (xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
+          im2col_band (arena, xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
           cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, cols, K,
-                       1.f, weight, K, col, cols, 1.f, yb + (gsize) oy0 * ow, (int) P);
+                       1.f, weight, K, col, cols, beta, yb + (gsize) oy0 * ow, (int) P);
         }
     }
   ddim_arena_release (arena, mark);
+}
+
+void
+ddim_conv2d_forward (const float *x, int n, int cin, int h, int w,
+                     const float *weight, const float *bias, int cout, int k,
+                     int stride, int pad_tl, int pad_br, float *y, DdimArena *arena)
+{
+  conv2d_run (x, n, cin, h, w, weight, bias, cout, k, stride, pad_tl, pad_br, y, FALSE, arena);
+}
+
+void
+ddim_conv2d_forward_accumulate (const float *x, int n, int cin, int h, int w,
+                                const float *weight, int cout, int k, int stride, int pad_tl,
+                                int pad_br, float *y, DdimArena *arena)
+{
+  conv2d_run (x, n, cin, h, w, weight, NULL, cout, k, stride, pad_tl, pad_br, y, TRUE, arena);
 }
 
 /* Range [*lo, *hi) of output columns ox whose input column
@@ -225,7 +275,7 @@ ddim_conv2d_backward_band (const float *x, int n, int cin, int h, int w,
           if (dweight)
             {
               /* dW[cout, K] += dy[cout, cols] col[K, cols]^T */
-              im2col_band (xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
+              im2col_band (arena, xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
               cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, cout, K, cols,
                            1.f, dyband, (int) P, col, cols, 1.f, dweight, K);
             }

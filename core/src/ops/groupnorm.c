@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "ops/ops.h"
+#include "ops/parallel.h"
 
 void
 ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float eps,
@@ -142,4 +143,45 @@ ddim_group_norm_backward (const float *x, int n, int c, int hw, int groups, floa
               d[i] = a * d[i] + cx * (xs[i] - fmean) + c0;
           }
       }
+}
+
+typedef struct {
+  const float *x;
+  int c, hw, groups;
+  float eps;
+  const float *gamma, *beta;
+  gboolean silu;
+  float *y;
+} GroupNormJob;
+
+/* Items are (sample, group) pairs; each range is normalised by the serial
+ * code on a channel slice, since groups are independent. */
+static void
+group_norm_range (gsize begin, gsize end, gpointer data)
+{
+  GroupNormJob *j = data;
+  int cpg = j->c / j->groups;
+  gsize plane = (gsize) cpg * j->hw;
+  for (gsize item = begin; item < end;)
+    {
+      gsize b = item / j->groups, g = item % j->groups;
+      gsize last = MIN (end, (b + 1) * j->groups); /* stay within one sample */
+      int ng = (int) (last - item);
+      gsize off = (b * j->c + g * cpg) * j->hw;
+      ddim_group_norm_forward (j->x + off, 1, ng * cpg, j->hw, ng, j->eps, j->gamma + g * cpg,
+                               j->beta + g * cpg, j->silu, j->y + off);
+      item = last;
+      (void) plane;
+    }
+}
+
+void
+ddim_group_norm_forward_threaded (const float *x, int n, int c, int hw, int groups, float eps,
+                                  const float *gamma, const float *beta, gboolean silu, float *y,
+                                  DdimArena *arena)
+{
+  GroupNormJob job = { x, c, hw, groups, eps, gamma, beta, silu, y };
+  gsize per_item = (gsize) (c / groups) * hw;
+  ddim_parallel_for (arena->parallel, (gsize) n * groups, MAX (1, 32768 / per_item),
+                     group_norm_range, &job);
 }

@@ -24,6 +24,11 @@ G_BEGIN_DECLS
 void ddim_conv2d_forward (const float *x, int n, int cin, int h, int w,
                           const float *weight, const float *bias, int cout, int k,
                           int stride, int pad_tl, int pad_br, float *y, DdimArena *arena);
+/* y += conv(x) without bias: @y holds what the caller folded in (bias,
+ * residual, time embedding), saving a pass over the output. */
+void ddim_conv2d_forward_accumulate (const float *x, int n, int cin, int h, int w,
+                                     const float *weight, int cout, int k, int stride,
+                                     int pad_tl, int pad_br, float *y, DdimArena *arena);
 int  ddim_conv2d_out_size (int in, int k, int stride, int pad_tl, int pad_br);
 
 /* Backward of ddim_conv2d_forward: dx = conv^T (dy) (col2im of W^T dy, built
@@ -46,6 +51,11 @@ void ddim_conv2d_backward_band (const float *x, int n, int cin, int h, int w,
  * then y = xhat * gamma + beta, then SiLU when @silu. @y may equal @x. */
 void ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float eps,
                               const float *gamma, const float *beta, gboolean silu, float *y);
+
+/* The same, split over (sample, group) pairs across @arena's threads. */
+void ddim_group_norm_forward_threaded (const float *x, int n, int c, int hw, int groups, float eps,
+                                       const float *gamma, const float *beta, gboolean silu,
+                                       float *y, DdimArena *arena);
 
 /* Backward of ddim_group_norm_forward (mean/var recomputed from @x). @dy is
  * the gradient of the op's output, after the SiLU when @silu (the pre-SiLU
