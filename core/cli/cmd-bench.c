@@ -137,6 +137,7 @@ cli_cmd_bench (int argc, char **argv)
 {
   g_autofree char *config_arg = NULL;
   int repeat = 3, batch = 1, size = 0;
+  gboolean vjp = FALSE;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
       "A model folder (or its config.json) whose config.json to benchmark; weights are "
@@ -144,6 +145,9 @@ cli_cmd_bench (int argc, char **argv)
     { "repeat", 0, 0, G_OPTION_ARG_INT, &repeat,
       "Timed forward passes after one warm-up; the best counts (default 3)", "K" },
     { "batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size (default 1)", "N" },
+    { "vjp", 0, 0, G_OPTION_ARG_NONE, &vjp,
+      "Also time one vector-Jacobian product (forward + backward) against one forward; "
+      "the peak memory then includes the gradient tape", NULL },
     { "size", 0, 0, G_OPTION_ARG_INT, &size,
       "Image height and width (default: the config's sample_size)", "S" },
     G_OPTION_ENTRY_NULL
@@ -254,6 +258,35 @@ cli_cmd_bench (int argc, char **argv)
   double achieved = gflop / best;
   kv ("best seconds", "%.4f (of %d)", best, repeat);
   kv ("achieved GFLOPS", "%.2f", achieved);
+
+  /* One VJP (forward with tape + backward) against one forward: with all
+   * parameter gradients (training) and with the input gradient only
+   * (optimisation-based inversion). */
+  if (vjp)
+    {
+      g_autofree float *w = g_new (float, n_out);
+      g_autofree float *gx = g_new (float, n_in);
+      g_autofree float *gp = g_try_new0 (float, n_params);
+      if (gp == NULL)
+        return cli_fail (CMD, "out of memory for the parameter gradients");
+      ddim_randn (3, w, n_out);
+      for (int mode = 0; mode < 2; mode++)
+        {
+          DdimUNetVjp io = { .grad_x = gx, .grad_params = mode == 0 ? gp : NULL };
+          double vbest = G_MAXDOUBLE;
+          for (int r = -1; r < repeat; r++)
+            {
+              t0 = g_get_monotonic_time ();
+              if (!ddim_unet_vjp (unet, x, batch, size, size, t, w, &io, &error))
+                return cli_error (CMD, error);
+              double s = (g_get_monotonic_time () - t0) / 1e6;
+              if (r >= 0)
+                vbest = MIN (vbest, s);
+            }
+          kv (mode == 0 ? "VJP seconds (all grads)" : "VJP seconds (x only)",
+              "%.4f = %.2f x forward", vbest, vbest / best);
+        }
+    }
 
   /* Before the sgemm buffers add to it. */
   const char *rss_source = NULL;

@@ -168,7 +168,10 @@ ddim_sample (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height,
         {
           float var = (1.f - a_prev) / (1.f - a_t) * (1.f - a_t / a_prev);
           sigma = (float) o->eta * sqrtf (var);
-          ddim_randn (o->seed + (guint64) i * 0x100000001b3ULL, noise, count);
+          /* A stream per step, distinct from the stream ddim_randn (seed)
+           * gives (which callers use for x_T). */
+          guint64 stream = (o->seed ^ 0xd1b54a32d192ed03ULL) * 0x9e3779b97f4a7c15ULL + (guint64) i;
+          ddim_randn (stream, noise, count);
         }
       float ca = sqrtf (a_prev), cd = sqrtf (1.f - a_prev - sigma * sigma);
       for (gsize j = 0; j < count; j++)
