@@ -4,7 +4,10 @@
  *   format        "ddim-latent/1"
  *   model_sha256  SHA-256 of the weights file the latent was made with
  *   steps, spacing, method, eps_at, image_width, image_height, resize
- * A reader rejects a newer format and a latent made for another model. */
+ * and the parameters a method's decoder needs: "edict_p" for method "edict"
+ * and "bdia_gamma" for "bdia" (both methods also need "latent_pair"; see
+ * ddim/exact.h). A reader rejects a newer format and a latent made for
+ * another model. */
 #pragma once
 
 #include <glib.h>
@@ -28,6 +31,8 @@ typedef struct {
   DdimEpsAt   eps_at;
   int         image_width, image_height; /* the source image's own size */
   char       *resize;                    /* "fit" (resized to the model size) or "native" */
+  double      edict_p;                   /* method "edict": mixing weight; else 0 */
+  double      bdia_gamma;                /* method "bdia": gamma; else 0 */
 } DdimLatent;
 
 DdimLatent *ddim_latent_new (int channels, int height, int width);
@@ -39,7 +44,8 @@ gboolean    ddim_latent_save (const DdimLatent *latent, const char *path, GError
 
 /* When @expected_sha256 is not NULL, a latent of another model is a
  * DDIM_ERROR_MISMATCH error. A newer format is DDIM_ERROR_UNSUPPORTED;
- * anything malformed DDIM_ERROR_FORMAT. */
+ * anything malformed DDIM_ERROR_FORMAT, including an "edict" or "bdia"
+ * latent without "latent_pair" or without a valid parameter (in (0, 1]). */
 DdimLatent *ddim_latent_new_from_bytes (GBytes *bytes, const char *expected_sha256,
                                         GError **error);
 DdimLatent *ddim_latent_load (const char *path, const char *expected_sha256, GError **error);

@@ -75,6 +75,15 @@ build_writer (const DdimLatent *l)
   g_snprintf (buf, sizeof buf, "%d", l->image_height);
   ddim_safetensors_writer_add_metadata (w, "image_height", buf);
   ddim_safetensors_writer_add_metadata (w, "resize", l->resize ? l->resize : "fit");
+  /* The parameters the pair methods' decoders need (%.17g: reads back as
+   * the same double). */
+  char dbuf[G_ASCII_DTOSTR_BUF_SIZE];
+  if (g_strcmp0 (l->method, "edict") == 0)
+    ddim_safetensors_writer_add_metadata (w, "edict_p",
+                                          g_ascii_dtostr (dbuf, sizeof dbuf, l->edict_p));
+  else if (g_strcmp0 (l->method, "bdia") == 0)
+    ddim_safetensors_writer_add_metadata (w, "bdia_gamma",
+                                          g_ascii_dtostr (dbuf, sizeof dbuf, l->bdia_gamma));
   ddim_safetensors_writer_add_f32 (w, "latent", 4, shape, l->latent);
   if (l->latent_pair)
     ddim_safetensors_writer_add_f32 (w, "latent_pair", 4, shape, l->latent_pair);
@@ -108,6 +117,25 @@ meta_int (DdimSafetensors *st, const char *key, int min, int *out, GError **erro
       return FALSE;
     }
   *out = (int) x;
+  return TRUE;
+}
+
+/* A method parameter in (0, 1]. */
+static gboolean
+meta_unit (DdimSafetensors *st, const char *method, const char *key, double *out,
+           GError **error)
+{
+  const char *v = ddim_safetensors_get_metadata (st, key);
+  char *end = NULL;
+  double x = v ? g_ascii_strtod (v, &end) : 0;
+  if (v == NULL || *v == '\0' || *end != '\0' || !(x > 0 && x <= 1))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "latent file: method '%s' needs metadata '%s', a number in (0, 1]%s%s%s",
+                   method, key, v ? ", not '" : "", v ? v : "", v ? "'" : "");
+      return FALSE;
+    }
+  *out = x;
   return TRUE;
 }
 
@@ -204,6 +232,17 @@ ddim_latent_new_from_bytes (GBytes *bytes, const char *expected_sha256, GError *
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT, "latent file: metadata 'method' is missing");
       return NULL;
     }
+  gboolean edict = strcmp (method, "edict") == 0, bdia = strcmp (method, "bdia") == 0;
+  if ((edict || bdia) && l->latent_pair == NULL)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "latent file: method '%s' needs tensor 'latent_pair'", method);
+      return NULL;
+    }
+  if (edict && !meta_unit (st, method, "edict_p", &l->edict_p, error))
+    return NULL;
+  if (bdia && !meta_unit (st, method, "bdia_gamma", &l->bdia_gamma, error))
+    return NULL;
   g_free (l->method);
   l->method = g_strdup (method);
   g_free (l->resize);
