@@ -81,4 +81,10 @@ typedef gboolean (*CliRunFunc) (DdimUNet *unet, const DdimSchedule *schedule, fl
 int cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, float *x,
              int n, int height, int width, DdimRunOptions *options, gboolean quiet);
 
+/* The same for any long call: @func receives @data and the options with
+ * progress and cancellable attached. */
+typedef gboolean (*CliRunWithFunc) (gpointer data, DdimRunOptions *options, GError **error);
+int cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
+                  DdimRunOptions *options, gboolean quiet);
+
 G_END_DECLS

@@ -5,7 +5,10 @@
 #include "cli.h"
 #include "ddim/image.h"
 #include "ddim/latent.h"
+#include "ddim/exact.h"
+#include "ddim/optimize.h"
 #include "ddim/safetensors.h"
+#include "progress.h"
 
 #define CMD "invert"
 
@@ -107,13 +110,51 @@ load_image_source (DdimModel *model, const char *path, gboolean native, Source *
   return TRUE;
 }
 
+typedef struct {
+  DdimModel          *model;
+  const Source       *src;
+  DdimInversionMethod method;
+  DdimExactOptions   *exact;
+  DdimOptimizeOptions *optimize;
+  DdimExactStats      stats;
+  DdimLatent         *latent;   /* result */
+  gboolean            quiet;
+} InvertJob;
+
+/* Optimisation progress: iteration, loss and PSNR, about ten lines. */
+static void
+on_iteration (int it, int total, double mse, double psnr, gpointer data)
+{
+  InvertJob *job = data;
+  if (cli_sigint_received () && job->optimize->cancellable)
+    g_cancellable_cancel (job->optimize->cancellable);
+  if (job->quiet)
+    return;
+  if (total <= 10 || it == total || (it * 10 / total) != ((it - 1) * 10 / total))
+    fprintf (stderr, "invert: iteration %d/%d  loss %.6f  PSNR %.2f dB\n", it, total, mse, psnr);
+}
+
+static gboolean
+run_invert (gpointer data, DdimRunOptions *options, GError **error)
+{
+  InvertJob *job = data;
+  job->optimize->cancellable = options->cancellable;
+  job->latent = ddim_invert_with_method (job->model->unet, job->model->schedule, job->src->x0,
+                                         job->src->height, job->src->width, job->method,
+                                         job->exact, options, &job->stats, error);
+  return job->latent != NULL;
+}
+
 int
 cli_cmd_invert (int argc, char **argv)
 {
   g_autofree char *output = NULL;
   g_autofree char *spacing_str = NULL;
   g_autofree char *eps_at_str = NULL;
-  int steps = 50;
+  g_autofree char *method_str = NULL;
+  g_autofree char *init_str = NULL;
+  int steps = 50, iters = -1;
+  double lr = -1, prior = -1, edict_p = DDIM_EDICT_P_DEFAULT, bdia_gamma = DDIM_BDIA_GAMMA_DEFAULT;
   gboolean native = FALSE, quiet = FALSE;
   DdimRunOptions defaults;
   ddim_run_options_init (&defaults, NULL);
@@ -130,6 +171,20 @@ cli_cmd_invert (int argc, char **argv)
       "Timestep spacing: leading, trailing or linspace (default: the scheduler config's)",
       "SPACING" },
     { "eps-at", 0, 0, G_OPTION_ARG_STRING, &eps_at_str, eps_at_help, "current|target" },
+    { "method", 0, 0, G_OPTION_ARG_STRING, &method_str,
+      "Inversion method: ddim (default), fixed-point, edict, bdia, optimize (gradient descent "
+      "through the sampling chain) or hybrid (DDIM inversion, then optimize)", "METHOD" },
+    { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
+      "optimize/hybrid: iterations (default 100)", "N" },
+    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "optimize/hybrid: Adam step size (default 0.01)",
+      "LR" },
+    { "prior", 0, 0, G_OPTION_ARG_DOUBLE, &prior,
+      "optimize/hybrid: weight of the Gaussian-shell prior on the latent (default 0.01)", "W" },
+    { "init", 0, 0, G_OPTION_ARG_STRING, &init_str,
+      "optimize: start from zero or noise (default noise)", "zero|noise" },
+    { "edict-p", 0, 0, G_OPTION_ARG_DOUBLE, &edict_p, "edict: mixing weight p (default 0.93)",
+      "P" },
+    { "bdia-gamma", 0, 0, G_OPTION_ARG_DOUBLE, &bdia_gamma, "bdia: gamma (default 0.96)", "G" },
     { "native", 0, 0, G_OPTION_ARG_NONE, &native,
       "Keep the image at its own size (width and height must be multiples of the model's "
       "size factor) instead of resizing it to the model's sample_size (a .safetensors "
@@ -139,8 +194,12 @@ cli_cmd_invert (int argc, char **argv)
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL INPUT");
   g_option_context_set_summary (ctx,
-      "Runs DDIM inversion: maps an image x0 to the noise x_T that DDIM sampling\n"
-      "('ddim reconstruct') turns back into it. INPUT is an image file (PNG, JPEG,\n"
+      "Inverts an image: maps x0 to the latent that 'ddim reconstruct' turns back\n"
+      "into it. --method ddim is plain DDIM inversion; fixed-point solves each\n"
+      "inverse step exactly (AIDI/ReNoise); edict and bdia store a pair of states\n"
+      "and invert exactly up to float round-off; optimize descends the\n"
+      "reconstruction error through all K sampling steps (--iters, --lr, --prior),\n"
+      "and hybrid starts that from the DDIM inversion. INPUT is an image file (PNG, JPEG,\n"
       "...; converted to the model's channels, and resized to sample_size x\n"
       "sample_size, aspect ratio not kept, unless --native) or a .safetensors file\n"
       "with 'x0' [1, C, H, W] in [-1, 1], used as is. The latent file records the\n"
@@ -169,13 +228,47 @@ cli_cmd_invert (int argc, char **argv)
     if (eps_at_str && !ddim_eps_at_from_string (eps_at_str, &eps_at, &e))
       return cli_usage_error (CMD, "--eps-at: %s", e->message);
   }
+  DdimInversionMethod method = DDIM_METHOD_DDIM;
+  DdimExactOptions exact;
+  DdimOptimizeOptions optimize;
+  ddim_exact_options_init (&exact);
+  ddim_optimize_options_init (&optimize);
+  exact.edict_p = edict_p;
+  exact.bdia_gamma = bdia_gamma;
+  exact.optimize = &optimize;
+  optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
+  {
+    g_autoptr (GError) e = NULL;
+    if (method_str && !ddim_inversion_method_from_string (method_str, &method, &e))
+      return cli_usage_error (CMD, "--method: %s", e->message);
+    if (!ddim_exact_options_check (&exact, &e))
+      return cli_usage_error (CMD, "%s", e->message);
+  }
+  if (iters >= 0)
+    optimize.iterations = iters;
+  if (lr >= 0)
+    optimize.learning_rate = lr;
+  if (prior >= 0)
+    optimize.prior_weight = prior;
+  if (init_str)
+    {
+      if (g_str_equal (init_str, "zero"))
+        optimize.init = DDIM_OPTIMIZE_INIT_ZERO;
+      else if (g_str_equal (init_str, "noise"))
+        optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
+      else
+        return cli_usage_error (CMD, "--init must be zero or noise, not '%s'", init_str);
+    }
+  if (!cli_check_range (CMD, "--iters", optimize.iterations, 0, 1000000, &rc))
+    return rc;
+  if (!(optimize.learning_rate > 0) || !(optimize.prior_weight >= 0))
+    return cli_usage_error (CMD, "--lr must be > 0 and --prior >= 0");
   const char *input = argv[2];
   gboolean tensor_input = cli_has_suffix (input, ".safetensors");
 
   g_autoptr (DdimModel) model = cli_load_model (CMD, argv[1], &rc);
   if (model == NULL)
     return rc;
-  const DdimUNetConfig *c = ddim_unet_get_config (model->unet);
   if (steps > model->schedule->num_train_timesteps)
     return cli_usage_error (CMD, "--steps must be between 1 and %d (the model's training "
                             "timesteps), not %d", model->schedule->num_train_timesteps, steps);
@@ -198,27 +291,26 @@ cli_cmd_invert (int argc, char **argv)
   if (eps_at_str)
     o.eps_at = eps_at;
 
-  rc = cli_run (CMD, CMD, ddim_invert, model, src.x0, 1, src.height, src.width, &o, quiet);
+  InvertJob job = { model, &src, method, &exact, &optimize, { 0 }, NULL, quiet };
+  optimize.progress = on_iteration;
+  optimize.progress_data = &job;
+  gboolean iterative = method == DDIM_METHOD_OPTIMIZE || method == DDIM_METHOD_HYBRID;
+  /* The optimisation reports iterations itself; the step bar would only
+   * show its DDIM start. */
+  rc = cli_run_with (CMD, CMD, run_invert, &job, &o, quiet || (iterative && method != DDIM_METHOD_HYBRID));
+  g_autoptr (DdimLatent) latent = job.latent;
+  source_clear (&src);
   if (rc != CLI_EXIT_OK)
-    {
-      source_clear (&src);
-      return rc;
-    }
+    return rc;
 
-  g_autoptr (DdimLatent) latent = ddim_latent_new (c->in_channels, src.height, src.width);
-  g_free (latent->latent);
-  latent->latent = g_steal_pointer (&src.x0);
   latent->model_sha256 = g_strdup (model->weights_sha256);
-  latent->steps = o.steps;
-  latent->spacing = o.spacing;
-  g_free (latent->method);
-  latent->method = g_strdup ("ddim");
-  latent->eps_at = o.eps_at;
   latent->image_width = src.image_width;
   latent->image_height = src.image_height;
   g_free (latent->resize);
   latent->resize = g_strdup (src.resize);
-  source_clear (&src);
+  if (!quiet)
+    fprintf (stderr, "invert: method %s, %d model evaluations\n",
+             ddim_inversion_method_to_string (method), job.stats.model_evals);
 
   if (!ddim_latent_save (latent, output, &error))
     return cli_error (CMD, error);

@@ -2,9 +2,25 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "ddim/exact.h"
 #include "ddim/latent.h"
 
 #define CMD "reconstruct"
+
+typedef struct {
+  DdimModel  *model;
+  DdimLatent *latent;
+} ReconstructJob;
+
+/* The decoder is chosen by the latent's method (DDIM for ddim, fixed-point,
+ * optimize and hybrid latents; EDICT and BDIA their own); in place. */
+static gboolean
+run_reconstruct (gpointer data, DdimRunOptions *options, GError **error)
+{
+  ReconstructJob *job = data;
+  return ddim_reconstruct_latent (job->model->unet, job->model->schedule, job->latent,
+                                  job->latent->latent, options, NULL, error);
+}
 
 int
 cli_cmd_reconstruct (int argc, char **argv)
@@ -51,9 +67,6 @@ cli_cmd_reconstruct (int argc, char **argv)
   g_autoptr (DdimLatent) latent = ddim_latent_load (argv[2], model->weights_sha256, &error);
   if (latent == NULL)
     return cli_error (CMD, error);
-  if (g_strcmp0 (latent->method, "ddim") != 0)
-    return cli_fail (CMD, "latent was made with method %s; this decoder handles ddim",
-                     latent->method);
   if (latent->channels != c->in_channels)
     return cli_fail (CMD, "the latent has %d channels; the model takes %d", latent->channels,
                      c->in_channels);
@@ -70,8 +83,8 @@ cli_cmd_reconstruct (int argc, char **argv)
   o.eta = 0;
   o.clip_sample = FALSE;
 
-  rc = cli_run (CMD, CMD, ddim_sample, model, latent->latent, 1, latent->height, latent->width,
-                &o, quiet);
+  ReconstructJob job = { model, latent };
+  rc = cli_run_with (CMD, CMD, run_reconstruct, &job, &o, quiet);
   if (rc != CLI_EXIT_OK)
     return rc;
 

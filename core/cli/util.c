@@ -135,9 +135,32 @@ cli_save_images (const char *path, CliOutputKind kind, const char *tensor_name, 
   return ddim_image_save_grid_png (path, n, channels, width, height, data, columns, error);
 }
 
+typedef struct {
+  CliRunFunc func;
+  DdimModel *model;
+  float     *x;
+  int        n, height, width;
+} PlainRun;
+
+static gboolean
+plain_run (gpointer data, DdimRunOptions *options, GError **error)
+{
+  PlainRun *r = data;
+  return r->func (r->model->unet, r->model->schedule, r->x, r->n, r->height, r->width, options,
+                  error);
+}
+
 int
 cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, float *x, int n,
          int height, int width, DdimRunOptions *options, gboolean quiet)
+{
+  PlainRun r = { func, model, x, n, height, width };
+  return cli_run_with (cmd, label, plain_run, &r, options, quiet);
+}
+
+int
+cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
+              DdimRunOptions *options, gboolean quiet)
 {
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (CliProgress) progress = cli_progress_new (label, cancellable, quiet);
@@ -145,7 +168,7 @@ cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, 
 
   g_autoptr (GError) error = NULL;
   cli_sigint_install (cmd);
-  gboolean ok = func (model->unet, model->schedule, x, n, height, width, options, &error);
+  gboolean ok = func (data, options, &error);
   cli_sigint_restore ();
   cli_progress_end (progress);
   options->progress = NULL;

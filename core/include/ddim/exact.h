@@ -45,6 +45,7 @@
 #include <glib.h>
 
 #include "ddim/latent.h"
+#include "ddim/optimize.h"
 #include "ddim/sampler.h"
 #include "ddim/schedule.h"
 #include "ddim/unet.h"
@@ -55,7 +56,11 @@ typedef enum {
   DDIM_METHOD_DDIM,
   DDIM_METHOD_FIXED_POINT,
   DDIM_METHOD_EDICT,
-  DDIM_METHOD_BDIA
+  DDIM_METHOD_BDIA,
+  /* Optimisation through the sampling chain (optimize.h), from a zero or
+   * noise start, or from the DDIM inversion ("hybrid"). Decoded by DDIM. */
+  DDIM_METHOD_OPTIMIZE,
+  DDIM_METHOD_HYBRID
 } DdimInversionMethod;
 
 #define DDIM_EDICT_P_DEFAULT 0.93
@@ -65,7 +70,7 @@ typedef enum {
 #define DDIM_FIXED_POINT_ANDERSON_WINDOW_DEFAULT 3
 #define DDIM_FIXED_POINT_ANDERSON_WINDOW_MAX 8
 
-/* "ddim", "fixed-point", "edict", "bdia". */
+/* "ddim", "fixed-point", "edict", "bdia", "optimize", "hybrid". */
 const char *ddim_inversion_method_to_string (DdimInversionMethod method);
 /* A name not in that list is DDIM_ERROR_INVALID naming the valid ones. */
 gboolean    ddim_inversion_method_from_string (const char *s, DdimInversionMethod *method,
@@ -90,6 +95,13 @@ typedef struct {
   /* bdia: gamma, 0 < gamma <= 1 (gamma 0 would be plain DDIM, which BDIA
    * cannot invert). */
   double bdia_gamma;
+  /* optimize / hybrid: the optimisation settings (NULL: defaults). For
+   * "optimize" an init of DDIM_OPTIMIZE_INIT_DDIM means noise; "hybrid"
+   * always starts from the DDIM inversion unless the init is GIVEN. */
+  const DdimOptimizeOptions *optimize;
+  /* the start for an init of DDIM_OPTIMIZE_INIT_GIVEN (e.g. an encoder's
+   * output), [C, H, W]. */
+  const float *optimize_start;
 } DdimExactOptions;
 
 /* Defaults: 10 iterations, tolerance 1e-4, Anderson window 3, p = 0.93,

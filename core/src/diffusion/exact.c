@@ -12,7 +12,8 @@
 
 /* ---- methods and options ---------------------------------------------- */
 
-static const char *const method_names[] = { "ddim", "fixed-point", "edict", "bdia" };
+static const char *const method_names[] = { "ddim", "fixed-point", "edict", "bdia", "optimize",
+                                              "hybrid" };
 
 const char *
 ddim_inversion_method_to_string (DdimInversionMethod m)
@@ -45,7 +46,8 @@ ddim_inversion_method_is_pair (DdimInversionMethod m)
 DdimInversionMethod
 ddim_inversion_method_decoder (DdimInversionMethod m)
 {
-  return m == DDIM_METHOD_FIXED_POINT ? DDIM_METHOD_DDIM : m;
+  return (m == DDIM_METHOD_FIXED_POINT || m == DDIM_METHOD_OPTIMIZE || m == DDIM_METHOD_HYBRID)
+           ? DDIM_METHOD_DDIM : m;
 }
 
 void
@@ -730,6 +732,28 @@ ddim_invert_with_method (DdimUNet *unet, const DdimSchedule *s, const float *x0,
       if (!ddim_invert_edict (unet, s, x0, l->latent, l->latent_pair, height, width,
                               exact->edict_p, o, stats, error))
         return NULL;
+      break;
+    case DDIM_METHOD_OPTIMIZE:
+    case DDIM_METHOD_HYBRID:
+      {
+        DdimOptimizeOptions oo;
+        if (exact->optimize)
+          oo = *exact->optimize;
+        else
+          ddim_optimize_options_init (&oo);
+        if (method == DDIM_METHOD_OPTIMIZE && oo.init == DDIM_OPTIMIZE_INIT_DDIM)
+          oo.init = DDIM_OPTIMIZE_INIT_NOISE;
+        if (method == DDIM_METHOD_HYBRID && oo.init != DDIM_OPTIMIZE_INIT_GIVEN)
+          oo.init = DDIM_OPTIMIZE_INIT_DDIM;
+        if (oo.init == DDIM_OPTIMIZE_INIT_GIVEN)
+          memcpy (l->latent, exact->optimize_start, sizeof (float) * n);
+        l->eps_at = o->eps_at;
+        DdimOptimizeStats ost;
+        if (!ddim_invert_optimize (unet, s, x0, l->latent, height, width, o, &oo, &ost, error))
+          return NULL;
+        if (stats)
+          stats->model_evals += ost.model_evals + ost.model_vjps;
+      }
       break;
     case DDIM_METHOD_BDIA:
     default:
