@@ -26,6 +26,7 @@ int cli_cmd_sample (int argc, char **argv);
 int cli_cmd_invert (int argc, char **argv);
 int cli_cmd_reconstruct (int argc, char **argv);
 int cli_cmd_bench (int argc, char **argv);
+int cli_cmd_eval_inversion (int argc, char **argv);
 
 /* Parses the options of command @cmd. Returns TRUE when the command should
  * go on; otherwise *exit_code says how to exit (--help is handled by GLib,

@@ -22,6 +22,8 @@ static const CliCommand commands[] = {
   { "sample", cli_cmd_sample, "Generate images from seeded noise with DDIM" },
   { "invert", cli_cmd_invert, "Invert an image to its DDIM latent (noise)" },
   { "reconstruct", cli_cmd_reconstruct, "Decode a latent made by 'invert' back to an image" },
+  { "eval-inversion", cli_cmd_eval_inversion,
+    "Compare inversion methods: reconstruction PSNR, model evaluations, seconds" },
   { "bench", cli_cmd_bench, "Time the UNet forward pass with random weights" },
 };
 
