@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ddim/ddim.h"
+#include "ddim/json.h"
 #include "model/unet-private.h"
 
 static DdimModel *
@@ -232,12 +233,39 @@ test_arena_reuse (void)
     }
 }
 
+/* Doubles json-glib 1.6 would write as invalid JSON ("1e-08.0") come out
+ * valid, shortest and exact. */
+static void
+test_json_doubles (void)
+{
+  static const double values[] = { 1e-08, 1e-06, 1e+20, 0.1, 1.0, 2.5e-3, -3.0, 1e-300 };
+  for (guint i = 0; i < G_N_ELEMENTS (values); i++)
+    {
+      g_autoptr (JsonNode) node = json_node_init_double (json_node_alloc (), values[i]);
+      g_autofree char *text = ddim_json_to_string (node, 0);
+      g_autoptr (JsonParser) parser = json_parser_new ();
+      g_autoptr (GError) error = NULL;
+      g_assert_true (json_parser_load_from_data (parser, text, -1, &error));
+      g_assert_no_error (error);
+      g_assert_cmpfloat (json_node_get_double (json_parser_get_root (parser)), ==, values[i]);
+    }
+  g_autoptr (JsonNode) small = json_node_init_double (json_node_alloc (), 1e-06);
+  g_autofree char *t = ddim_json_to_string (small, 0);
+  g_assert_cmpstr (t, ==, "1e-06");
+  /* A schedule with such a beta reads back what it wrote. */
+  g_autoptr (DdimSchedule) s = parse ("{\"beta_start\": 1e-08, \"beta_end\": 0.02}");
+  g_autofree char *json = ddim_schedule_to_json (s);
+  g_autoptr (DdimSchedule) again = parse (json);
+  g_assert_cmpfloat (again->beta_start, ==, 1e-08);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/schedule/spacing", test_spacing);
   g_test_add_func ("/schedule/betas", test_betas);
+  g_test_add_func ("/json/doubles", test_json_doubles);
   g_test_add_func ("/sampler/predictions", test_predictions);
   g_test_add_func ("/sampler/eta-progress-cancel", test_eta_progress_cancel);
   g_test_add_func ("/sampler/eps-at-modes", test_eps_at_modes);

@@ -56,9 +56,17 @@ typedef struct {
   float *grad_params;        /* d/dparams, ACCUMULATED; ddim_unet_get_n_params floats
                               * in table order (see ddim_unet_get_param_offset) */
   float *grad_hspace;        /* d/dh sum(w * out), overwritten */
+  /* When set, called once the forward is done to write the cotangent from
+   * the output (for losses of the output: one forward per step instead of
+   * two); the @w argument of ddim_unet_vjp is then ignored and may be NULL.
+   * Returning FALSE (with @error set) aborts the VJP. */
+  gboolean (*cotangent_func) (const float *out, float *w, gsize count, gpointer data,
+                              GError **error);
+  gpointer cotangent_data;
 } DdimUNetVjp;
 
 /* Vector-Jacobian product of the model at (x, t) with cotangent @w
+ * (or the one io->cotangent_func makes)
  * [n, out_channels, h, w]: gradients of sum(w * model(x, t)). Keeps the
  * activations the backward needs in a tape owned by @unet. */
 gboolean  ddim_unet_vjp (DdimUNet *unet, const float *x, int n, int height, int width,
@@ -75,6 +83,25 @@ gboolean  ddim_unet_hspace_vjp (DdimUNet *unet, const float *x, int n, int heigh
 gboolean  ddim_unet_forward_hspace (DdimUNet *unet, const float *x, int n, int height, int width,
                                     const float *t, const float *hspace_delta, float *hspace,
                                     float *out, GError **error);
+
+/* The encoder half (time embedding, down and mid blocks) once and the
+ * decoder half twice, for h-space editing: @out_plain receives the model
+ * output, bit for bit what ddim_unet_forward gives; @out_shifted (when not
+ * NULL) the output with @hspace_delta [n, C_mid, h, w] added to h (a copy
+ * of @out_plain when @hspace_delta is NULL); @hspace (when not NULL) h
+ * before the delta. Costs one forward plus one decoder half. */
+gboolean  ddim_unet_forward_pair (DdimUNet *unet, const float *x, int n, int height, int width,
+                                  const float *t, const float *hspace_delta, float *hspace,
+                                  float *out_plain, float *out_shifted, GError **error);
+
+/* J v for J = dh/dx (h the mid-block output), by forward-mode
+ * differentiation of the encoder half: @v [n, in_channels, height, width]
+ * is a tangent of x, @jv [n, C_mid, h, w] receives the directional
+ * derivative of h; @hspace receives h when not NULL. The time embedding
+ * does not depend on x. Uses the same tape as the VJPs. */
+gboolean  ddim_unet_hspace_jvp (DdimUNet *unet, const float *x, int n, int height, int width,
+                                const float *t, const float *v, float *hspace, float *jv,
+                                GError **error);
 
 /* Offset of parameter @name in the flat parameter (and gradient) layout, or
  * -1 when there is none. */

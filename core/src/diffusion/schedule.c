@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ddim/error.h"
+#include "ddim/json.h"
 #include "ddim/schedule.h"
 
 /* torch.linspace in float32: the first half counts up from start, the second
@@ -275,12 +276,8 @@ ddim_schedule_to_json (const DdimSchedule *s)
   json_builder_set_member_name (b, "trained_betas");
   json_builder_add_null_value (b);
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
-  json_generator_set_indent (gen, 2);
-  return json_generator_to_data (gen, NULL);
+  return ddim_json_to_string (root, 2);
 }
 
 float

@@ -5,6 +5,7 @@
 
 #include "ddim/config.h"
 #include "ddim/error.h"
+#include "ddim/json.h"
 
 static gboolean
 member_is_null (JsonObject *o, const char *name)
@@ -467,10 +468,6 @@ ddim_unet_config_to_json (const DdimUNetConfig *c)
   KEY ("upsample_type"); json_builder_add_string_value (b, "conv");
 #undef KEY
   json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  json_generator_set_pretty (gen, TRUE);
-  json_generator_set_indent (gen, 2);
-  return json_generator_to_data (gen, NULL);
+  return ddim_json_to_string (root, 2);
 }

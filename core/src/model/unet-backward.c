@@ -67,13 +67,19 @@ resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h
   else
     memcpy (dx, dout, cout_n * sizeof (float));
 
-  /* Recompute t2 (the conv2 input) from h1. */
+  /* Recompute t2 (the conv2 input) from h1: conv2's weight gradient needs
+   * it, and the scale-shift backward needs its parts; the input gradient
+   * alone does not. */
+  gboolean want_params = b->grad_params != NULL;
   float *t2 = ddim_arena_alloc (A, cout_n);
   float *u = NULL;
   float *tp_grad = ddim_arena_alloc0 (A, (gsize) n * r->temb_proj.out);
   if (!c->scale_shift)
-    ddim_group_norm_forward (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                             r->norm2.beta, TRUE, t2);
+    {
+      if (want_params)
+        ddim_group_norm_forward_threaded (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps,
+                                          r->norm2.gamma, r->norm2.beta, TRUE, t2, A);
+    }
   else
     {
       u = ddim_arena_alloc (A, cout_n);
@@ -152,10 +158,11 @@ resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h
     add_into (b->d_temb_act, d_temb, (gsize) n * temb);
   }
 
-  /* conv1 on t1 = silu(gn1(x)), recomputed. */
+  /* conv1 on t1 = silu(gn1(x)), recomputed for its weight gradient. */
   float *t1 = ddim_arena_alloc (A, cin_n);
-  ddim_group_norm_forward (s->x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
-                           r->norm1.beta, TRUE, t1);
+  if (want_params)
+    ddim_group_norm_forward_threaded (s->x, n, r->cin, (int) hw, r->norm1.groups, eps,
+                                      r->norm1.gamma, r->norm1.beta, TRUE, t1, A);
   float *d_t1 = ddim_arena_alloc (A, cin_n);
   ddim_conv2d_backward (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, d_h1, d_t1,
                         G (b, r->conv1.w), G (b, r->conv1.b), A);
@@ -439,16 +446,24 @@ gboolean
 ddim_unet_vjp (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
                const float *w, DdimUNetVjp *io, GError **error)
 {
-  g_return_val_if_fail (u && x && t && w && io && n > 0, FALSE);
+  g_return_val_if_fail (u && x && t && io && n > 0, FALSE);
+  g_return_val_if_fail (w != NULL || io->cotangent_func != NULL, FALSE);
   if (!ddim_unet_check_size (u, height, width, error))
     return FALSE;
   const DdimUNetConfig *c = &u->config;
   gsize out_count = (gsize) n * c->out_channels * height * width;
   DdimUNetTape *tape = get_tape (u);
-  float *out = io->out ? io->out : g_new (float, out_count);
+  g_autofree float *own_out = io->out ? NULL : g_new (float, out_count);
+  float *out = io->out ? io->out : own_out;
   ddim_unet_run (u, x, n, height, width, t, io->hspace_delta, out, tape);
-  if (io->out == NULL)
-    g_free (out);
+  g_autofree float *own_w = NULL;
+  if (io->cotangent_func)
+    {
+      own_w = g_new (float, out_count);
+      if (!io->cotangent_func (out, own_w, out_count, io->cotangent_data, error))
+        return FALSE;
+      w = own_w;
+    }
   if (io->hspace)
     memcpy (io->hspace, tape->hspace, hspace_count (u, n, height, width) * sizeof (float));
 
