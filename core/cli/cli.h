@@ -26,7 +26,11 @@ int cli_cmd_sample (int argc, char **argv);
 int cli_cmd_invert (int argc, char **argv);
 int cli_cmd_reconstruct (int argc, char **argv);
 int cli_cmd_bench (int argc, char **argv);
+int cli_cmd_edit (int argc, char **argv);
+int cli_cmd_directions (int argc, char **argv);
+int cli_cmd_interpolate (int argc, char **argv);
 int cli_cmd_eval_inversion (int argc, char **argv);
+int cli_cmd_train (int argc, char **argv);
 
 /* Parses the options of command @cmd. Returns TRUE when the command should
  * go on; otherwise *exit_code says how to exit (--help is handled by GLib,
@@ -87,5 +91,40 @@ int cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *mod
 typedef gboolean (*CliRunWithFunc) (gpointer data, DdimRunOptions *options, GError **error);
 int cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
                   DdimRunOptions *options, gboolean quiet);
+
+/* Long library calls other than ddim_sample and ddim_invert (cmd-edit.c):
+ * @func gets the progress callback, its data and the cancellable to pass
+ * on. Same contract as cli_run. */
+typedef gboolean (*CliJobFunc) (gpointer data, DdimProgressFunc progress, gpointer progress_data,
+                                GCancellable *cancellable, GError **error);
+int cli_run_job (const char *cmd, const char *label, CliJobFunc func, gpointer data,
+                 gboolean quiet);
+
+/* The latent x_T an edit, interpolation or discovery starts from
+ * (cmd-edit.c). */
+typedef struct {
+  float      *x;            /* [C, H, W], owned */
+  int         height, width;
+  int         steps;
+  DdimSpacing spacing;
+  gboolean    from_latent;  /* a latent file; else an image, inverted here */
+} CliSource;
+
+typedef struct {
+  int         steps;        /* 0: the latent's, or 50 for images */
+  const char *spacing;      /* NULL: the latent's, or the scheduler's */
+  const char *eps_at;       /* NULL: the default */
+  gboolean    native;       /* images keep their size */
+  gboolean    quiet;
+} CliSourceArgs;
+
+/* @path: a latent written by 'ddim invert' (.safetensors with tensor
+ * 'latent'), a .safetensors with 'x0' [1, C, H, W], or an image (resized
+ * to the model's sample_size unless native). Anything but a latent is
+ * inverted with progress on stderr. Returns CLI_EXIT_OK, or the exit code
+ * after reporting the error. */
+int  cli_source_load (const char *cmd, DdimModel *model, const char *path,
+                      const CliSourceArgs *args, CliSource *src);
+void cli_source_clear (CliSource *src);
 
 G_END_DECLS

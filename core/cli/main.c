@@ -24,6 +24,10 @@ static const CliCommand commands[] = {
   { "reconstruct", cli_cmd_reconstruct, "Decode a latent made by 'invert' back to an image" },
   { "eval-inversion", cli_cmd_eval_inversion,
     "Compare inversion methods: reconstruction PSNR, model evaluations, seconds" },
+  { "edit", cli_cmd_edit, "Edit an image along a semantic direction" },
+  { "directions", cli_cmd_directions, "List, fit or discover semantic directions" },
+  { "interpolate", cli_cmd_interpolate, "Frames between two images through their latents" },
+  { "train", cli_cmd_train, "Train a model from a config.json on Fashion-MNIST or images" },
   { "bench", cli_cmd_bench, "Time the UNet forward pass with random weights" },
 };
 

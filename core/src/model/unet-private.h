@@ -108,9 +108,30 @@ struct _DdimUNet {
 
 /* The forward pass; with @tape, everything the backward needs is kept in
  * it (and nothing is moved in place). @hspace_delta, when not NULL, is
- * added to the mid-block output [n, C_mid, h/f, w/f]. */
+ * added to the mid-block output [n, C_mid, h/f, w/f] (with a tape,
+ * tape->hspace keeps h before the delta). */
 void ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
                     const float *hspace_delta, float *out, DdimUNetTape *tape);
+
+/* Receives a copy of h [n, C_mid, h, w] (@count floats) to shift in place. */
+typedef void (*DdimHspaceShiftFunc) (float *h, gsize count, gpointer data);
+
+/* The encoder half once (time embedding, down and mid blocks) and the
+ * decoder half twice: with h as is into @out_plain (bit for bit what
+ * ddim_unet_run gives without a delta) and, when @shift and @out_shifted
+ * are not NULL, with h shifted by @shift into @out_shifted. @hspace
+ * receives h (unshifted) when not NULL. Fast path only (no tape). */
+void ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width,
+                         const float *t, DdimHspaceShiftFunc shift, gpointer shift_data,
+                         float *hspace, float *out_plain, float *out_shifted);
+
+/* The encoder half alone: h into @hspace (may be NULL); with @tape, the
+ * encoder's activations are kept in it (the decoder's entries are stale). */
+void ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width,
+                            const float *t, float *hspace, DdimUNetTape *tape);
+
+/* The tape of @u, created on first use. */
+DdimUNetTape *ddim_unet_get_tape (DdimUNet *u);
 
 /* Attention layer -> op parameters. */
 void ddim_unet_attention_params (DdimUNet *u, const DdimAttentionLayer *a, DdimAttentionParams *p);

@@ -4,7 +4,12 @@
  * down pass leaves its skips stacked; each up-block layer pops the top skip,
  * computes on top of the stack and moves its result down into the popped
  * skip's place, so the stack never holds more than the skips plus one
- * layer's working set. */
+ * layer's working set.
+ *
+ * The pass is split where h-space sits: the encoder half (time embedding,
+ * down and mid blocks) leaves the skips and h, the decoder half consumes
+ * them. h-space editing runs the encoder once and the decoder twice
+ * (ddim_unet_run_pair); the JVP runs the encoder alone. */
 #include <math.h>
 #include <string.h>
 
@@ -15,6 +20,7 @@ typedef struct {
   float *data;
   gsize  mark;       /* arena offset where it starts (fast path) */
   int    channels;
+  gsize  count;      /* floats, n * channels * h * w (skips and h) */
 } Activation;
 
 /* Where a forward puts what it keeps: the scratch arena (fast path, moved
@@ -183,31 +189,38 @@ ddim_unet_forward (DdimUNet *u, const float *x, int n, int height, int width,
   return TRUE;
 }
 
-void
-ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
-               const float *hspace_delta, float *out, DdimUNetTape *tape)
+#define MAX_SKIPS (DDIM_MAX_LEVELS * (DDIM_MAX_LAYERS_PER_BLOCK + 1) + 1)
+
+/* What the encoder half leaves for the decoder half: the skips in push
+ * order and the mid-block output h, all in the scratch arena (fast path)
+ * or the tape's store. */
+typedef struct {
+  Activation skips[MAX_SKIPS];
+  int        n_skips;
+  Activation cur;     /* h [n, C_mid, h, w] */
+  int        h, w;
+} Encoded;
+
+/* Time embedding, down blocks and mid block. Sets run->temb_act, which the
+ * decoder's resnets project as well. */
+static void
+encoder_run (Run *run, const float *x, int height, int width, const float *t, Encoded *e)
 {
+  DdimUNet *u = run->u;
   const DdimUNetConfig *c = &u->config;
-  DdimArena *A = &u->arena;
+  DdimArena *A = run->scratch;
+  DdimUNetTape *tape = run->tape;
+  int n = run->n;
   int L = c->n_levels;
   int temb_dim = ddim_unet_config_temb_dim (c);
   int ch0 = c->block_out_channels[0];
-  ddim_arena_reset (A);
-  if (tape)
-    {
-      ddim_arena_reset (&tape->store);
-      tape->n = n;
-      tape->height = height;
-      tape->width = width;
-    }
-  Run run = { u, A, tape, n, NULL };
 
   /* Time embedding, and its SiLU that every resnet projects. */
-  float *emb = keep_alloc (&run, (gsize) n * ch0);
-  float *t1 = keep_alloc (&run, (gsize) n * temb_dim);
-  float *t1_act = keep_alloc (&run, (gsize) n * temb_dim);
-  float *t2 = keep_alloc (&run, (gsize) n * temb_dim);
-  float *temb_act = keep_alloc (&run, (gsize) n * temb_dim);
+  float *emb = keep_alloc (run, (gsize) n * ch0);
+  float *t1 = keep_alloc (run, (gsize) n * temb_dim);
+  float *t1_act = keep_alloc (run, (gsize) n * temb_dim);
+  float *t2 = keep_alloc (run, (gsize) n * temb_dim);
+  float *temb_act = keep_alloc (run, (gsize) n * temb_dim);
   ddim_timestep_embedding_forward (t, n, ch0, c->flip_sin_to_cos, (float) c->freq_shift, emb);
   ddim_linear_forward (emb, n, ch0, u->temb1.w, u->temb1.b, temb_dim, t1);
   memcpy (t1_act, t1, sizeof (float) * n * temb_dim);
@@ -215,13 +228,13 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
   ddim_linear_forward (t1_act, n, temb_dim, u->temb2.w, u->temb2.b, temb_dim, t2);
   memcpy (temb_act, t2, sizeof (float) * n * temb_dim);
   ddim_silu_forward (temb_act, (gsize) n * temb_dim);
-  run.temb_act = temb_act;
+  run->temb_act = temb_act;
 
   const float *input = x;
   if (c->center_input_sample)
     {
       gsize cnt = (gsize) n * c->in_channels * height * width;
-      float *centred = keep_alloc (&run, cnt);
+      float *centred = keep_alloc (run, cnt);
       for (gsize i = 0; i < cnt; i++)
         centred[i] = 2.f * x[i] - 1.f;
       input = centred;
@@ -229,7 +242,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
   if (tape)
     {
       tape->input = input;
-      tape->t = keep_alloc (&run, n);
+      tape->t = keep_alloc (run, n);
       memcpy (tape->t, t, sizeof (float) * n);
       tape->emb = emb;
       tape->temb1_pre = t1;
@@ -237,11 +250,11 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
       tape->temb_act = temb_act;
     }
 
-  Activation skips[DDIM_MAX_LEVELS * (DDIM_MAX_LAYERS_PER_BLOCK + 1) + 1];
+  Activation *skips = e->skips;
   int n_skips = 0;
   int h = height, w = width;
-  Activation cur = { NULL, ddim_arena_mark (A), ch0 };
-  cur.data = keep_alloc (&run, (gsize) n * ch0 * h * w);
+  Activation cur = { NULL, ddim_arena_mark (A), ch0, (gsize) n * ch0 * h * w };
+  cur.data = keep_alloc (run, cur.count);
   ddim_conv2d_forward (input, n, c->in_channels, h, w, u->conv_in.w, u->conv_in.b, ch0, 3, 1, 1, 1,
                        cur.data, A);
   if (tape)
@@ -254,10 +267,11 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
       for (int j = 0; j < blk->n_resnets; j++)
         {
           DdimUnitSave *save = tape ? &tape->down[i][j] : NULL;
-          Activation next = { NULL, ddim_arena_mark (A), blk->channels };
-          next.data = resnet_forward (&run, &blk->resnets[j], cur.data, h, w, save);
+          Activation next = { NULL, ddim_arena_mark (A), blk->channels,
+                              (gsize) n * blk->channels * h * w };
+          next.data = resnet_forward (run, &blk->resnets[j], cur.data, h, w, save);
           if (blk->has_attention)
-            attention_forward (&run, &blk->attentions[j], next.data, h * w, save);
+            attention_forward (run, &blk->attentions[j], next.data, h * w, save);
           cur = next;
           skips[n_skips++] = cur;
         }
@@ -267,8 +281,9 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
           int pad_tl = c->downsample_padding, pad_br = 1;
           int oh = ddim_conv2d_out_size (h, 3, 2, pad_tl, pad_br);
           int ow = ddim_conv2d_out_size (w, 3, 2, pad_tl, pad_br);
-          Activation next = { NULL, ddim_arena_mark (A), blk->channels };
-          next.data = keep_alloc (&run, (gsize) n * blk->channels * oh * ow);
+          Activation next = { NULL, ddim_arena_mark (A), blk->channels,
+                              (gsize) n * blk->channels * oh * ow };
+          next.data = keep_alloc (run, next.count);
           ddim_conv2d_forward (cur.data, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
                                blk->channels, 3, 2, pad_tl, pad_br, next.data, A);
           if (tape)
@@ -281,22 +296,32 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
     }
 
   /* Mid block. Its output is h-space. */
-  {
-    float *m = resnet_forward (&run, &u->mid_resnets[0], cur.data, h, w,
-                               tape ? &tape->mid[0] : NULL);
-    if (u->mid_has_attention)
-      attention_forward (&run, &u->mid_attention, m, h * w, tape ? &tape->mid[0] : NULL);
-    cur.mark = ddim_arena_mark (A);
-    cur.data = resnet_forward (&run, &u->mid_resnets[1], m, h, w, tape ? &tape->mid[1] : NULL);
-    if (tape)
-      tape->hspace = cur.data;
-    if (hspace_delta)
-      {
-        gsize cnt = (gsize) n * cur.channels * h * w;
-        for (gsize i = 0; i < cnt; i++)
-          cur.data[i] += hspace_delta[i];
-      }
-  }
+  float *m = resnet_forward (run, &u->mid_resnets[0], cur.data, h, w, tape ? &tape->mid[0] : NULL);
+  if (u->mid_has_attention)
+    attention_forward (run, &u->mid_attention, m, h * w, tape ? &tape->mid[0] : NULL);
+  cur.mark = ddim_arena_mark (A);
+  cur.data = resnet_forward (run, &u->mid_resnets[1], m, h, w, tape ? &tape->mid[1] : NULL);
+  cur.count = (gsize) n * cur.channels * h * w;
+  if (tape)
+    tape->hspace = cur.data;
+  e->n_skips = n_skips;
+  e->cur = cur;
+  e->h = h;
+  e->w = w;
+}
+
+/* Up blocks and the output layers, consuming @skips (the fast path moves
+ * each result into the popped skip's place, so the skips are gone after). */
+static void
+decoder_run (Run *run, Activation *skips, int n_skips, Activation cur, int h, int w, float *out)
+{
+  DdimUNet *u = run->u;
+  const DdimUNetConfig *c = &u->config;
+  DdimArena *A = run->scratch;
+  DdimUNetTape *tape = run->tape;
+  int n = run->n;
+  int L = c->n_levels;
+  int ch0 = c->block_out_channels[0];
 
   for (int i = 0; i < L; i++)
     {
@@ -306,7 +331,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
           Activation skip = skips[--n_skips];
           gsize hw = (gsize) h * w;
           int cat_c = cur.channels + skip.channels;
-          float *cat = keep_alloc (&run, (gsize) n * cat_c * hw);
+          float *cat = keep_alloc (run, (gsize) n * cat_c * hw);
           for (int b = 0; b < n; b++)
             {
               memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
@@ -316,9 +341,9 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
                       sizeof (float) * skip.channels * hw);
             }
           DdimUnitSave *save = tape ? &tape->up[i][j] : NULL;
-          float *o = resnet_forward (&run, &blk->resnets[j], cat, h, w, save);
+          float *o = resnet_forward (run, &blk->resnets[j], cat, h, w, save);
           if (blk->has_attention)
-            attention_forward (&run, &blk->attentions[j], o, (int) hw, save);
+            attention_forward (run, &blk->attentions[j], o, (int) hw, save);
           cur.channels = blk->channels;
           if (tape)
             cur.data = o;
@@ -336,7 +361,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
           h *= 2;
           w *= 2;
           gsize size = (gsize) n * blk->channels * h * w;
-          float *o = keep_alloc (&run, size);
+          float *o = keep_alloc (run, size);
           ddim_conv2d_forward (up, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
                                blk->channels, 3, 1, 1, 1, o, A);
           if (tape)
@@ -358,7 +383,135 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
                            u->norm_out.gamma, u->norm_out.beta, TRUE, normed, A);
   ddim_conv2d_forward (normed, n, ch0, h, w, u->conv_out.w, u->conv_out.b, c->out_channels, 3, 1,
                        1, 1, out, A);
+}
+
+static void
+run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *run)
+{
+  ddim_arena_reset (&u->arena);
+  if (tape)
+    {
+      ddim_arena_reset (&tape->store);
+      tape->n = n;
+      tape->height = height;
+      tape->width = width;
+    }
+  *run = (Run) { u, &u->arena, tape, n, NULL };
+}
+
+void
+ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
+               const float *hspace_delta, float *out, DdimUNetTape *tape)
+{
+  Run run;
+  run_begin (u, tape, n, height, width, &run);
+  Encoded e;
+  encoder_run (&run, x, height, width, t, &e);
+  if (hspace_delta)
+    {
+      /* With a tape, h stays as it was (tape->hspace is h before the
+       * delta) and the decoder reads a shifted copy; the fast path shifts
+       * in place. */
+      float *dst = tape ? keep_alloc (&run, e.cur.count) : e.cur.data;
+      for (gsize i = 0; i < e.cur.count; i++)
+        dst[i] = e.cur.data[i] + hspace_delta[i];
+      e.cur.data = dst;
+    }
+  decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out);
+  ddim_arena_release (&u->arena, 0);
+}
+
+DdimUNetTape *
+ddim_unet_get_tape (DdimUNet *u)
+{
+  if (u->tape == NULL)
+    {
+      u->tape = g_new0 (DdimUNetTape, 1);
+      ddim_arena_init (&u->tape->store);
+    }
+  return u->tape;
+}
+
+void
+ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
+                       float *hspace, DdimUNetTape *tape)
+{
+  Run run;
+  run_begin (u, tape, n, height, width, &run);
+  Encoded e;
+  encoder_run (&run, x, height, width, t, &e);
+  if (hspace)
+    memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
+  ddim_arena_release (&u->arena, 0);
+}
+
+void
+ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
+                    DdimHspaceShiftFunc shift, gpointer shift_data, float *hspace,
+                    float *out_plain, float *out_shifted)
+{
+  DdimArena *A = &u->arena;
+  Run run;
+  run_begin (u, NULL, n, height, width, &run);
+  Encoded e;
+  encoder_run (&run, x, height, width, t, &e);
+  if (hspace)
+    memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
+  if (shift && out_shifted)
+    {
+      /* The shifted pass runs first, on copies of the skips and of h: the
+       * decoder moves its results over the skips it pops. Releasing the
+       * copies afterwards leaves the arena exactly as a plain forward has
+       * it here, so the plain pass below is ddim_unet_run's, bit for bit. */
+      gsize base = ddim_arena_mark (A);
+      Activation copies[MAX_SKIPS];
+      for (int k = 0; k < e.n_skips; k++)
+        {
+          copies[k] = e.skips[k];
+          copies[k].mark = ddim_arena_mark (A);
+          copies[k].data = ddim_arena_alloc (A, e.skips[k].count);
+          memcpy (copies[k].data, e.skips[k].data, e.skips[k].count * sizeof (float));
+        }
+      Activation hs = e.cur;
+      hs.mark = ddim_arena_mark (A);
+      hs.data = ddim_arena_alloc (A, e.cur.count);
+      memcpy (hs.data, e.cur.data, e.cur.count * sizeof (float));
+      shift (hs.data, hs.count, shift_data);
+      decoder_run (&run, copies, e.n_skips, hs, e.h, e.w, out_shifted);
+      ddim_arena_release (A, base);
+    }
+  decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
   ddim_arena_release (A, 0);
+}
+
+typedef struct {
+  const float *dh;
+} AddDelta;
+
+static void
+add_delta (float *h, gsize count, gpointer data)
+{
+  const AddDelta *d = data;
+  for (gsize i = 0; i < count; i++)
+    h[i] += d->dh[i];
+}
+
+gboolean
+ddim_unet_forward_pair (DdimUNet *u, const float *x, int n, int height, int width,
+                        const float *t, const float *hspace_delta, float *hspace,
+                        float *out_plain, float *out_shifted, GError **error)
+{
+  g_return_val_if_fail (u && x && t && out_plain && n > 0, FALSE);
+  if (!ddim_unet_check_size (u, height, width, error))
+    return FALSE;
+  AddDelta d = { hspace_delta };
+  gboolean both = hspace_delta != NULL && out_shifted != NULL;
+  ddim_unet_run_pair (u, x, n, height, width, t, both ? add_delta : NULL, &d, hspace, out_plain,
+                      out_shifted);
+  if (!both && out_shifted)
+    memcpy (out_shifted, out_plain,
+            (gsize) n * u->config.out_channels * height * width * sizeof (float));
+  return TRUE;
 }
 
 /* Multiply-adds, walking the same structure as the forward. */

@@ -257,3 +257,99 @@ ddim_attention_backward (const float *x, int n, int c, int hw, const DdimAttenti
 {
   ddim_attention_backward_block (x, n, c, hw, p, dy, dx, grads, 0, arena);
 }
+
+/* Forward-mode derivative, per sample and head, over blocks of query rows
+ * (P = softmax rows of the block, recomputed from x):
+ *   dS = scale (dQ_h^T K_h + Q_h^T dK_h);  dP = P (dS - rowsum (P dS))
+ *   dO_h = dV_h P^T + V_h dP^T
+ * then dy = (dx + Wo dO) / rescale. @dx is fully read for a sample before
+ * its @dy is written, so @dy may equal @dx. */
+void
+ddim_attention_jvp (const float *x, const float *dx, int n, int c, int hw,
+                    const DdimAttentionParams *p, float *dy, DdimArena *arena)
+{
+  g_return_if_fail (x != NULL && dx != NULL && dy != NULL && p != NULL && arena != NULL);
+  g_return_if_fail (p->heads > 0 && c % p->heads == 0 && hw > 0);
+
+  int d = c / p->heads;
+  float scale = 1.f / sqrtf ((float) d);
+  gboolean gn = p->gn_gamma != NULL;
+  gsize plane = (gsize) c * hw;
+  int block_rows = CLAMP ((int) (ATTN_BLOCK_FLOATS / (gsize) hw), 1, hw);
+
+  gsize mark = ddim_arena_mark (arena);
+  float *xn = gn ? ddim_arena_alloc (arena, plane) : NULL;
+  float *dxn = gn ? ddim_arena_alloc (arena, plane) : NULL;
+  float *q = ddim_arena_alloc (arena, plane);
+  float *k = ddim_arena_alloc (arena, plane);
+  float *v = ddim_arena_alloc (arena, plane);
+  float *dq = ddim_arena_alloc (arena, plane);
+  float *dk = ddim_arena_alloc (arena, plane);
+  float *dv = ddim_arena_alloc (arena, plane);
+  float *dO = ddim_arena_alloc (arena, plane);
+  float *s = ddim_arena_alloc (arena, (gsize) block_rows * hw);
+  float *ds = ddim_arena_alloc (arena, (gsize) block_rows * hw);
+
+  for (int b = 0; b < n; b++)
+    {
+      const float *xb = x + (gsize) b * plane;
+      const float *dxb = dx + (gsize) b * plane;
+      const float *xin = xb, *dxin = dxb;
+      if (gn)
+        {
+          ddim_group_norm_forward (xb, 1, c, hw, p->gn_groups, p->gn_eps, p->gn_gamma,
+                                   p->gn_beta, FALSE, xn);
+          ddim_group_norm_jvp (xb, dxb, 1, c, hw, p->gn_groups, p->gn_eps, p->gn_gamma,
+                               p->gn_beta, FALSE, dxn);
+          xin = xn;
+          dxin = dxn;
+        }
+      project (p->q_w, p->q_b, xin, c, hw, q);
+      project (p->k_w, p->k_b, xin, c, hw, k);
+      project (p->v_w, p->v_b, xin, c, hw, v);
+      project (p->q_w, NULL, dxin, c, hw, dq);
+      project (p->k_w, NULL, dxin, c, hw, dk);
+      project (p->v_w, NULL, dxin, c, hw, dv);
+
+      for (int h = 0; h < p->heads; h++)
+        {
+          gsize hoff = (gsize) h * d * hw;
+          const float *qh = q + hoff, *kh = k + hoff, *vh = v + hoff;
+          const float *dqh = dq + hoff, *dkh = dk + hoff, *dvh = dv + hoff;
+          for (int i0 = 0; i0 < hw; i0 += block_rows)
+            {
+              int rb = MIN (block_rows, hw - i0);
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
+                           qh + i0, hw, kh, hw, 0.f, s, hw);
+              softmax_rows (s, rb, hw);
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
+                           dqh + i0, hw, kh, hw, 0.f, ds, hw);
+              cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
+                           qh + i0, hw, dkh, hw, 1.f, ds, hw);
+              for (int r = 0; r < rb; r++)
+                {
+                  const float *pr = s + (gsize) r * hw;
+                  float *dr = ds + (gsize) r * hw;
+                  double dot = 0;
+                  for (int j = 0; j < hw; j++)
+                    dot += pr[j] * dr[j];
+                  float fdot = (float) dot;
+                  for (int j = 0; j < hw; j++)
+                    dr[j] = pr[j] * (dr[j] - fdot);
+                }
+              float *dOb = dO + hoff + i0;
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, rb, hw, 1.f,
+                           dvh, hw, s, hw, 0.f, dOb, hw);
+              cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, rb, hw, 1.f,
+                           vh, hw, ds, hw, 1.f, dOb, hw);
+            }
+        }
+      /* Wo dO into q (no longer needed). */
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, c, hw, c, 1.f, p->o_w, c,
+                   dO, hw, 0.f, q, hw);
+      float *dyb = dy + (gsize) b * plane;
+      for (gsize i = 0; i < plane; i++)
+        dyb[i] = (dxb[i] + q[i]) / p->rescale;
+    }
+  ddim_arena_release (arena, mark);
+}

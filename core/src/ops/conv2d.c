@@ -299,3 +299,13 @@ ddim_conv2d_backward (const float *x, int n, int cin, int h, int w,
   ddim_conv2d_backward_band (x, n, cin, h, w, weight, cout, k, stride, pad_tl, pad_br,
                              dy, dx, dweight, dbias, 0, arena);
 }
+
+/* The convolution is linear in x: its JVP is the convolution of the
+ * tangent, without the bias (a constant). */
+void
+ddim_conv2d_jvp (const float *dx, int n, int cin, int h, int w, const float *weight, int cout,
+                 int k, int stride, int pad_tl, int pad_br, float *dy, DdimArena *arena)
+{
+  g_return_if_fail (dx != NULL && weight != NULL && dy != NULL && arena != NULL);
+  conv2d_run (dx, n, cin, h, w, weight, NULL, cout, k, stride, pad_tl, pad_br, dy, FALSE, arena);
+}

@@ -145,6 +145,69 @@ ddim_group_norm_backward (const float *x, int n, int c, int hw, int groups, floa
       }
 }
 
+/* Forward-mode derivative. Pass 1 gathers the group's mean and variance of
+ * x and the sums of dx and (x - mean) dx; pass 2 writes each dy from the dx
+ * at the same position, so @dy may equal @dx. */
+void
+ddim_group_norm_jvp (const float *x, const float *dx, int n, int c, int hw, int groups,
+                     float eps, const float *gamma, const float *beta, gboolean silu, float *dy)
+{
+  g_return_if_fail (x != NULL && dx != NULL && dy != NULL && gamma != NULL);
+  g_return_if_fail (!silu || beta != NULL);
+  g_return_if_fail (groups > 0 && c % groups == 0);
+  g_return_if_fail (dy != x);
+
+  int cpg = c / groups;
+  gsize count = (gsize) cpg * hw;
+  for (int b = 0; b < n; b++)
+    for (int g = 0; g < groups; g++)
+      {
+        gsize off = ((gsize) b * c + (gsize) g * cpg) * hw;
+        const float *xg = x + off;
+        const float *dg = dx + off;
+        double sum = 0;
+        for (gsize i = 0; i < count; i++)
+          sum += xg[i];
+        double mean = sum / count;
+        double sq = 0, s_dx = 0, s_xdx = 0;
+        for (gsize i = 0; i < count; i++)
+          {
+            double d = xg[i] - mean;
+            sq += d * d;
+            s_dx += dg[i];
+            s_xdx += d * dg[i];
+          }
+        double inv = 1.0 / sqrt (sq / count + eps);
+        /* dxhat = inv (dx - m_dx) - (x - mean) inv^3 m_xdx */
+        float m_dx = (float) (s_dx / count);
+        float cx = (float) (inv * inv * inv * (s_xdx / count));
+        float finv = (float) inv, fmean = (float) mean;
+        for (int ci = 0; ci < cpg; ci++)
+          {
+            int ch = g * cpg + ci;
+            const float *xs = xg + (gsize) ci * hw;
+            const float *ds = dg + (gsize) ci * hw;
+            float *ys = dy + off + (gsize) ci * hw;
+            float gm = gamma[ch];
+            if (silu)
+              {
+                float scale = finv * gm;
+                float shift = beta[ch] - fmean * scale;
+                for (int i = 0; i < hw; i++)
+                  {
+                    float dv = gm * (finv * (ds[i] - m_dx) - (xs[i] - fmean) * cx);
+                    float v = xs[i] * scale + shift;
+                    float sg = 1.f / (1.f + expf (-v));
+                    ys[i] = dv * sg * (1.f + v * (1.f - sg));
+                  }
+              }
+            else
+              for (int i = 0; i < hw; i++)
+                ys[i] = gm * (finv * (ds[i] - m_dx) - (xs[i] - fmean) * cx);
+          }
+      }
+}
+
 typedef struct {
   const float *x;
   int c, hw, groups;

@@ -35,3 +35,14 @@ ddim_linear_backward (const float *x, int n, int in, const float *weight, int ou
       for (int o = 0; o < out; o++)
         dbias[o] += dy[(gsize) b * out + o];
 }
+
+/* dy[n, out] = dx[n, in] W^T: the layer without its bias. */
+void
+ddim_linear_jvp (const float *dx, int n, int in, const float *weight, int out, float *dy)
+{
+  g_return_if_fail (dx != NULL && weight != NULL && dy != NULL);
+  if (n <= 0)
+    return;
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in,
+               1.f, dx, in, weight, in, 0.f, dy, out);
+}

@@ -17,6 +17,12 @@ G_BEGIN_DECLS
  *   the parameters), nothing is saved by the forward; scratch comes from
  *   @arena (mark/release), never from malloc. */
 
+/* Forward-mode derivatives (Jacobian-vector products). Conventions, for
+ * every op: @x is the primal input (where the Jacobian is taken), @dx a
+ * tangent of it, @dy receives the tangent of the output (overwritten);
+ * parameters are constants. Linear ops (convolution, linear layer) need no
+ * primal: their JVP is the op without its bias. */
+
 /* Convolution, y = conv(x, weight) + bias. weight [cout, cin, k, k];
  * padding @pad_tl on top/left and @pad_br on bottom/right (zeros).
  * Output size: (h + pad_tl + pad_br - k) / stride + 1. Scratch from @arena
@@ -47,6 +53,11 @@ void ddim_conv2d_backward_band (const float *x, int n, int cin, int h, int w,
                                 float *dweight, float *dbias, int band_rows,
                                 DdimArena *arena);
 
+/* JVP of ddim_conv2d_forward: dy = conv(dx, weight), no bias. */
+void ddim_conv2d_jvp (const float *dx, int n, int cin, int h, int w, const float *weight,
+                      int cout, int k, int stride, int pad_tl, int pad_br, float *dy,
+                      DdimArena *arena);
+
 /* Group normalisation over (channels/groups * hw) per sample and group,
  * then y = xhat * gamma + beta, then SiLU when @silu. @y may equal @x. */
 void ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float eps,
@@ -64,6 +75,14 @@ void ddim_group_norm_backward (const float *x, int n, int c, int hw, int groups,
                                const float *gamma, const float *beta, gboolean silu,
                                const float *dy, float *dx, float *dgamma, float *dbeta);
 
+/* JVP of ddim_group_norm_forward at @x: with xhat = (x - mean) inv,
+ *   dv = gamma inv (dx - mean_g (dx) - xhat mean_g (xhat dx)),
+ * then dy = dv silu'(v) when @silu (v = xhat gamma + beta; @beta needed).
+ * @dy may equal @dx but not @x. */
+void ddim_group_norm_jvp (const float *x, const float *dx, int n, int c, int hw, int groups,
+                          float eps, const float *gamma, const float *beta, gboolean silu,
+                          float *dy);
+
 /* SiLU in place: x * sigmoid(x). */
 void ddim_silu_forward (float *x, gsize count);
 
@@ -71,9 +90,17 @@ void ddim_silu_forward (float *x, gsize count);
  * (or @x). */
 void ddim_silu_backward (const float *x, const float *dy, float *dx, gsize count);
 
+/* JVP of the SiLU at @x: dy = dx * silu'(x). The Jacobian of an
+ * elementwise op is diagonal, so this is also its VJP. @dy may equal @dx or
+ * @x. */
+void ddim_silu_jvp (const float *x, const float *dx, float *dy, gsize count);
+
 /* y[n, out] = x[n, in] W^T + b, W [out, in] (PyTorch Linear layout). */
 void ddim_linear_forward (const float *x, int n, int in, const float *weight,
                           const float *bias, int out, float *y);
+
+/* JVP of ddim_linear_forward: dy = dx W^T, no bias. */
+void ddim_linear_jvp (const float *dx, int n, int in, const float *weight, int out, float *dy);
 
 /* dx = dy W, dweight += dy^T x, dbias += sum_n dy. @dx must not alias. */
 void ddim_linear_backward (const float *x, int n, int in, const float *weight, int out,
@@ -114,6 +141,14 @@ void ddim_attention_backward_block (const float *x, int n, int c, int hw,
                                     const DdimAttentionParams *p, const float *dy,
                                     float *dx, DdimAttentionGrads *grads, int block_rows,
                                     DdimArena *arena);
+
+/* JVP of ddim_attention_forward at @x (the block's input): per head,
+ *   dS = scale (dQ^T K + Q^T dK),  dP = P (dS - rowsum (P dS)),
+ *   dO = dV P^T + V dP^T,  dy = (dx + Wo dO) / rescale,
+ * with dQ, dK, dV the projections (no bias) of the group norm's JVP. Score
+ * rows in blocks (bounded scratch). @dy may equal @dx. */
+void ddim_attention_jvp (const float *x, const float *dx, int n, int c, int hw,
+                         const DdimAttentionParams *p, float *dy, DdimArena *arena);
 
 /* Nearest-neighbour 2x upsampling: y [n, c, 2h, 2w]. */
 void ddim_upsample_nearest2x_forward (const float *x, int n, int c, int h, int w, float *y);

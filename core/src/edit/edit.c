@@ -1,0 +1,138 @@
+/* Asyrp h-space and Park x-space editing over the hooked reverse process
+ * (see ddim/edit.h and edit/reverse.h). */
+#include <math.h>
+#include <string.h>
+
+#include "ddim/edit.h"
+#include "ddim/error.h"
+#include "edit/reverse.h"
+
+int
+ddim_edit_default_t_edit (const DdimDirection *d, const DdimSchedule *s)
+{
+  g_return_val_if_fail (d != NULL && s != NULL, 0);
+  int t = d->space == DDIM_SPACE_X ? d->t_max : d->t_min;
+  if (t >= 0 && t < s->num_train_timesteps)
+    return t;
+  return s->num_train_timesteps / 2;
+}
+
+static gboolean
+check_t_edit (const DdimSchedule *s, int t_edit, GError **error)
+{
+  if (t_edit < 0 || t_edit >= s->num_train_timesteps)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "the edit timestep must be between 0 and %d, not %d",
+                   s->num_train_timesteps - 1, t_edit);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+typedef struct {
+  const float *delta;   /* one sample's displacement */
+  gsize        per_sample;
+  int          t_edit;
+  int          x_step;  /* x-space: the step that adds it */
+} EditData;
+
+static gboolean
+wants_shift (int step, int t, gpointer data)
+{
+  (void) step;
+  const EditData *e = data;
+  return t >= e->t_edit;
+}
+
+/* Adds the displacement to every sample of @v [n, per_sample]. */
+static void
+add_per_sample (const EditData *e, float *v, gsize count)
+{
+  for (gsize off = 0; off + e->per_sample <= count; off += e->per_sample)
+    for (gsize i = 0; i < e->per_sample; i++)
+      v[off + i] += e->delta[i];
+}
+
+static void
+shift_h (int step, int t, float *h, gsize count, gpointer data)
+{
+  (void) step;
+  (void) t;
+  add_per_sample (data, h, count);
+}
+
+static void
+shift_x (int step, int t, float *x, gsize count, gpointer data)
+{
+  (void) t;
+  const EditData *e = data;
+  if (step == e->x_step)
+    add_per_sample (e, x, count);
+}
+
+gboolean
+ddim_edit_hspace (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, int width,
+                  const float *dh, int t_edit, const DdimRunOptions *o, GError **error)
+{
+  g_return_val_if_fail (unet && s && x && o && n > 0, FALSE);
+  if (!check_t_edit (s, t_edit, error))
+    return FALSE;
+  if (dh == NULL)
+    return ddim_reverse_run (unet, s, x, n, height, width, o, NULL, 0, 0, error);
+  if (!ddim_unet_check_size (unet, height, width, error))
+    return FALSE;
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
+  EditData e = { dh, (gsize) hc * hh * hw, t_edit, -1 };
+  DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = &e };
+  return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
+}
+
+gboolean
+ddim_edit_xspace (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, int width,
+                  const float *dx, int t_edit, const DdimRunOptions *o, GError **error)
+{
+  g_return_val_if_fail (unet && s && x && o && n > 0, FALSE);
+  if (!check_t_edit (s, t_edit, error))
+    return FALSE;
+  if (dx == NULL)
+    return ddim_reverse_run (unet, s, x, n, height, width, o, NULL, 0, 0, error);
+  g_autofree int *ts = ddim_schedule_timesteps (s, o->steps, o->spacing, error);
+  if (ts == NULL)
+    return FALSE;
+  const DdimUNetConfig *c = ddim_unet_get_config (unet);
+  EditData e = { dx, (gsize) c->in_channels * height * width, t_edit,
+                 ddim_reverse_step_at (ts, o->steps, t_edit) };
+  DdimReverseHooks hooks = { .before = shift_x, .data = &e };
+  return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
+}
+
+gboolean
+ddim_edit (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, int width,
+           const DdimDirection *d, double strength, int t_edit, const DdimRunOptions *o,
+           GError **error)
+{
+  g_return_val_if_fail (unet && s && x && d && o && n > 0, FALSE);
+  if (!ddim_direction_check_strength (strength, error))
+    return FALSE;
+  if (!ddim_direction_check (d, unet, NULL, height, width, error))
+    return FALSE;
+  if (t_edit < 0)
+    t_edit = ddim_edit_default_t_edit (d, s);
+  if (strength == 0)
+    return d->space == DDIM_SPACE_X
+               ? ddim_edit_xspace (unet, s, x, n, height, width, NULL, t_edit, o, error)
+               : ddim_edit_hspace (unet, s, x, n, height, width, NULL, t_edit, o, error);
+  if (d->space == DDIM_SPACE_X)
+    {
+      g_autofree float *dx = g_new (float, ddim_direction_get_n_elements (d));
+      ddim_direction_expand (d, strength, height, width, dx);
+      return ddim_edit_xspace (unet, s, x, n, height, width, dx, t_edit, o, error);
+    }
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
+  g_autofree float *dh = g_new (float, (gsize) hc * hh * hw);
+  ddim_direction_expand (d, strength, hh, hw, dh);
+  return ddim_edit_hspace (unet, s, x, n, height, width, dh, t_edit, o, error);
+}

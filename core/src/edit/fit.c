@@ -1,0 +1,361 @@
+/* Supervised h-space directions (see ddim/fit.h). */
+#include <math.h>
+#include <string.h>
+
+#include "ddim/error.h"
+#include "ddim/fit.h"
+#include "edit/reverse.h"
+
+/* Examples inverted and sampled together: large enough for the GEMMs,
+ * small enough that activations of big models stay bounded. */
+#define FIT_BATCH 8
+
+void
+ddim_fit_options_init (DdimFitOptions *o, const DdimSchedule *s)
+{
+  memset (o, 0, sizeof *o);
+  ddim_run_options_init (&o->run, s);
+  o->t_min = o->t_max = -1;
+  o->method = DDIM_FIT_MEAN_DIFFERENCE;
+  o->l2 = 1e-3;
+  o->iterations = 500;
+}
+
+const char *
+ddim_fit_method_to_string (DdimFitMethod m)
+{
+  return m == DDIM_FIT_LOGISTIC ? "logistic" : "mean-difference";
+}
+
+gboolean
+ddim_fit_method_from_string (const char *s, DdimFitMethod *m, GError **error)
+{
+  if (g_strcmp0 (s, "mean-difference") == 0 || g_strcmp0 (s, "mean") == 0)
+    *m = DDIM_FIT_MEAN_DIFFERENCE;
+  else if (g_strcmp0 (s, "logistic") == 0)
+    *m = DDIM_FIT_LOGISTIC;
+  else
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "fit method '%s' is not one of mean-difference, logistic", s ? s : "(null)");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+typedef struct {
+  double *sum;         /* [nb, per_sample] */
+  int     used;        /* steps summed */
+  int     t_min, t_max;
+} Collect;
+
+static gboolean
+collect_wants (int step, int t, gpointer data)
+{
+  (void) step;
+  const Collect *c = data;
+  return t >= c->t_min && t <= c->t_max;
+}
+
+static void
+collect_observe (int step, int t, const float *h, gsize count, gpointer data)
+{
+  (void) step;
+  (void) t;
+  Collect *c = data;
+  for (gsize i = 0; i < count; i++)
+    c->sum[i] += h[i];
+  c->used++;
+}
+
+/* The pooled h feature of each example: features [n, D] (D = C_mid*h*w, or
+ * C_mid with pool_space). */
+static gboolean
+collect_features (DdimUNet *unet, const DdimSchedule *s, const float *inputs, int n, int height,
+                  int width, const DdimFitOptions *o, int t_min, int t_max, int n_steps,
+                  double *features, int *done, int total, GError **error)
+{
+  const DdimUNetConfig *c = ddim_unet_get_config (unet);
+  gsize xs = (gsize) c->in_channels * height * width;
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
+  gsize hs = (gsize) hc * hh * hw, positions = (gsize) hh * hw;
+  gsize D = o->pool_space ? (gsize) hc : hs;
+
+  for (int b0 = 0; b0 < n; b0 += FIT_BATCH)
+    {
+      int nb = MIN (FIT_BATCH, n - b0);
+      g_autofree float *x = g_memdup2 (inputs + (gsize) b0 * xs, (gsize) nb * xs * sizeof (float));
+      DdimRunOptions ro;
+      DdimProgressRelay relay;
+      if (!o->latents)
+        {
+          ddim_run_options_relay (&o->run, &relay, *done, total, &ro);
+          if (!ddim_invert (unet, s, x, nb, height, width, &ro, error))
+            return FALSE;
+          *done += o->run.steps;
+        }
+      g_autofree double *sum = g_new0 (double, (gsize) nb * hs);
+      Collect col = { sum, 0, t_min, t_max };
+      DdimReverseHooks hooks = { .wants_h = collect_wants, .observe = collect_observe,
+                                 .data = &col, .max_steps = n_steps };
+      ro = o->run;
+      ro.trajectory = NULL;
+      if (!ddim_reverse_run (unet, s, x, nb, height, width, &ro, &hooks, *done, total, error))
+        return FALSE;
+      *done += n_steps;
+      g_assert (col.used > 0);
+      for (int b = 0; b < nb; b++)
+        {
+          double *f = features + (gsize) (b0 + b) * D;
+          const double *hsum = sum + (gsize) b * hs;
+          if (!o->pool_space)
+            for (gsize i = 0; i < hs; i++)
+              f[i] = hsum[i] / col.used;
+          else
+            for (int ch = 0; ch < hc; ch++)
+              {
+                double a = 0;
+                for (gsize p = 0; p < positions; p++)
+                  a += hsum[(gsize) ch * positions + p];
+                f[ch] = a / ((double) col.used * positions);
+              }
+        }
+    }
+  return TRUE;
+}
+
+static void
+mean_of (const double *f, int n, gsize D, double *mean)
+{
+  memset (mean, 0, D * sizeof (double));
+  for (int i = 0; i < n; i++)
+    for (gsize k = 0; k < D; k++)
+      mean[k] += f[(gsize) i * D + k];
+  for (gsize k = 0; k < D; k++)
+    mean[k] /= n;
+}
+
+static double
+dot (const double *a, const double *b, gsize n)
+{
+  double s = 0;
+  for (gsize i = 0; i < n; i++)
+    s += a[i] * b[i];
+  return s;
+}
+
+/* Logistic regression with balanced class weights and an L2 penalty, by
+ * Nesterov-accelerated gradient descent with step 1/L (L from the largest
+ * eigenvalue of the weighted Gram matrix). @z [N, D] are the centred,
+ * scaled features, @y +-1. Writes the weights (unnormalised) to @w. */
+static void
+logistic_fit (const double *z, const double *y, const double *cw, int N, gsize D, double l2,
+              int iterations, double *w)
+{
+  /* Largest eigenvalue of sum_i cw_i z_i z_i^T = that of the N x N matrix
+   * G_ij = sqrt(cw_i cw_j) z_i . z_j, by power iteration. */
+  g_autofree double *G = g_new (double, (gsize) N * N);
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j <= i; j++)
+      {
+        double g = sqrt (cw[i] * cw[j]) * dot (z + (gsize) i * D, z + (gsize) j * D, D);
+        G[(gsize) i * N + j] = G[(gsize) j * N + i] = g;
+      }
+  g_autofree double *p = g_new (double, N), *q = g_new (double, N);
+  for (int i = 0; i < N; i++)
+    p[i] = 1.0 / sqrt (N);
+  double lmax = 0;
+  for (int it = 0; it < 100; it++)
+    {
+      for (int i = 0; i < N; i++)
+        q[i] = dot (G + (gsize) i * N, p, N);
+      double nq = sqrt (dot (q, q, N));
+      if (nq == 0)
+        break;
+      lmax = nq;
+      for (int i = 0; i < N; i++)
+        p[i] = q[i] / nq;
+    }
+  double L = 0.25 * lmax * 1.01 + l2;
+  double step = 1.0 / L;
+
+  /* Parameters (w, b) and the momentum sequence v. */
+  g_autofree double *v = g_new0 (double, D), *grad = g_new (double, D), *prev = g_new0 (double, D);
+  double b = 0, vb = 0, bprev = 0;
+  memset (w, 0, D * sizeof (double));
+  for (int it = 0; it < iterations; it++)
+    {
+      memset (grad, 0, D * sizeof (double));
+      double gb = 0;
+      for (int i = 0; i < N; i++)
+        {
+          const double *zi = z + (gsize) i * D;
+          double m = y[i] * (dot (zi, v, D) + vb);
+          /* d/dm log(1 + exp(-m)) = -1 / (1 + exp(m)) */
+          double g = -cw[i] * y[i] / (1.0 + exp (m));
+          for (gsize k = 0; k < D; k++)
+            grad[k] += g * zi[k];
+          gb += g;
+        }
+      for (gsize k = 0; k < D; k++)
+        {
+          grad[k] += l2 * v[k];
+          prev[k] = w[k];
+          w[k] = v[k] - step * grad[k];
+        }
+      bprev = b;
+      b = vb - step * gb;
+      double mom = (double) it / (it + 3);
+      for (gsize k = 0; k < D; k++)
+        v[k] = w[k] + mom * (w[k] - prev[k]);
+      vb = b + mom * (b - bprev);
+    }
+}
+
+DdimDirection *
+ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
+                    const float *positives, int n_pos, const float *negatives, int n_neg,
+                    int height, int width, const DdimFitOptions *o, GError **error)
+{
+  g_return_val_if_fail (unet && s && name && o, NULL);
+  g_return_val_if_fail (n_pos <= 0 || positives != NULL, NULL);
+  g_return_val_if_fail (n_neg <= 0 || negatives != NULL, NULL);
+  if (!ddim_direction_name_is_valid (name, error))
+    return NULL;
+  if (n_pos < 1 || n_neg < 1)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "fitting a direction needs at least one positive and one negative example "
+                   "(got %d and %d)", MAX (n_pos, 0), MAX (n_neg, 0));
+      return NULL;
+    }
+  if (!ddim_reverse_check (unet, height, width, error))
+    return NULL;
+  int T = s->num_train_timesteps;
+  int t_min = o->t_min < 0 ? T / 2 : o->t_min;
+  int t_max = o->t_max < 0 ? T - 1 : o->t_max;
+  if (t_min > t_max)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "the fitting interval [%d, %d] is empty", t_min, t_max);
+      return NULL;
+    }
+  g_autofree int *ts = ddim_schedule_timesteps (s, o->run.steps, o->run.spacing, error);
+  if (ts == NULL)
+    return NULL;
+  /* Steps run until the last one inside the interval (timesteps descend). */
+  int n_steps = 0;
+  for (int i = 0; i < o->run.steps; i++)
+    if (ts[i] >= t_min && ts[i] <= t_max)
+      n_steps = i + 1;
+  if (n_steps == 0)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "no sampling timestep of %d steps lies in [%d, %d]; widen the interval or "
+                   "use more steps", o->run.steps, t_min, t_max);
+      return NULL;
+    }
+
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
+  gsize D = o->pool_space ? (gsize) hc : (gsize) hc * hh * hw;
+  int N = n_pos + n_neg;
+  int chunks = (n_pos + FIT_BATCH - 1) / FIT_BATCH + (n_neg + FIT_BATCH - 1) / FIT_BATCH;
+  int total = chunks * (n_steps + (o->latents ? 0 : o->run.steps));
+  int done = 0;
+  g_autofree double *f = g_new (double, (gsize) N * D);
+  if (!collect_features (unet, s, positives, n_pos, height, width, o, t_min, t_max, n_steps, f,
+                         &done, total, error)
+      || !collect_features (unet, s, negatives, n_neg, height, width, o, t_min, t_max, n_steps,
+                            f + (gsize) n_pos * D, &done, total, error))
+    return NULL;
+
+  g_autofree double *mp = g_new (double, D), *mn = g_new (double, D), *dir = g_new (double, D);
+  mean_of (f, n_pos, D, mp);
+  mean_of (f + (gsize) n_pos * D, n_neg, D, mn);
+  for (gsize k = 0; k < D; k++)
+    dir[k] = mp[k] - mn[k];
+  double diff_norm = sqrt (dot (dir, dir, D));
+  if (!(diff_norm > 0))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "the positive and negative examples give the same mean h; no direction "
+                   "separates them");
+      return NULL;
+    }
+  double sigma = diff_norm;
+  if (o->method == DDIM_FIT_LOGISTIC)
+    {
+      g_autofree double *mu = g_new (double, D), *z = g_new (double, (gsize) N * D);
+      g_autofree double *y = g_new (double, N), *cw = g_new (double, N);
+      mean_of (f, N, D, mu);
+      double ss = 0;
+      for (int i = 0; i < N; i++)
+        for (gsize k = 0; k < D; k++)
+          {
+            double v = f[(gsize) i * D + k] - mu[k];
+            z[(gsize) i * D + k] = v;
+            ss += v * v;
+          }
+      double scale = ss > 0 ? 1.0 / sqrt (ss / ((double) N * D)) : 1.0;
+      for (gsize i = 0; i < (gsize) N * D; i++)
+        z[i] *= scale;
+      for (int i = 0; i < N; i++)
+        {
+          y[i] = i < n_pos ? 1.0 : -1.0;
+          cw[i] = i < n_pos ? 0.5 / n_pos : 0.5 / n_neg;
+        }
+      logistic_fit (z, y, cw, N, D, o->l2, o->iterations, dir);
+      double wn = sqrt (dot (dir, dir, D));
+      if (!(wn > 0))
+        {
+          g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                       "logistic regression found no boundary between the examples");
+          return NULL;
+        }
+      for (gsize k = 0; k < D; k++)
+        dir[k] /= wn;
+      /* The normal of the boundary, oriented from negatives to positives;
+       * sigma is the class means' gap along it. */
+      double gap = 0;
+      for (gsize k = 0; k < D; k++)
+        gap += dir[k] * (mp[k] - mn[k]);
+      if (gap < 0)
+        {
+          for (gsize k = 0; k < D; k++)
+            dir[k] = -dir[k];
+          gap = -gap;
+        }
+      sigma = gap;
+    }
+  else
+    for (gsize k = 0; k < D; k++)
+      dir[k] /= diff_norm;
+
+  DdimDirection *d = ddim_direction_new (name, DDIM_SPACE_H, o->pool_space ? 1 : 3, hc, hh, hw);
+  /* Normalise again in float so the stored vector has unit norm there. */
+  double fn = 0;
+  for (gsize k = 0; k < D; k++)
+    {
+      d->data[k] = (float) dir[k];
+      fn += (double) d->data[k] * d->data[k];
+    }
+  fn = sqrt (fn);
+  for (gsize k = 0; k < D; k++)
+    d->data[k] = (float) (d->data[k] / fn);
+  d->kind = DDIM_DIRECTION_SUPERVISED;
+  g_free (d->description);
+  d->description = g_strdup (o->description ? o->description : "");
+  d->t_min = t_min;
+  d->t_max = t_max;
+  d->sigma = sigma;
+  d->strength_min = -2 * sigma;
+  d->strength_max = 2 * sigma;
+  g_free (d->model_sha256);
+  d->model_sha256 = g_strdup (o->model_sha256 ? o->model_sha256 : "");
+  d->hspace_channels = hc;
+  d->hspace_height = hh;
+  d->hspace_width = hw;
+  return d;
+}
