@@ -16,12 +16,13 @@ ddim_conv2d_out_size (int in, int k, int stride, int pad_tl, int pad_br)
 }
 
 /* Columns for output rows [oy0, oy0 + rows) of one image, input channels
- * [c0, c1): col[kk, r*ow + ox]. */
+ * [c0, c1): col[kk * ld + r*ow + ox] (ld >= rows * ow: several images can
+ * share one column matrix side by side). */
 static void
 im2col_band_channels (const float *x, int c0, int c1, int h, int w, int k, int stride, int pad,
-                      int oy0, int rows, int ow, float *col)
+                      int oy0, int rows, int ow, float *col, gsize ld)
 {
-  gsize band = (gsize) rows * ow;
+  gsize band = ld;
   for (int ci = c0; ci < c1; ci++)
     for (int ky = 0; ky < k; ky++)
       for (int kx = 0; kx < k; kx++)
@@ -65,6 +66,7 @@ typedef struct {
   const float *x;
   int h, w, k, stride, pad, oy0, rows, ow;
   float *col;
+  gsize ld;
 } Im2colJob;
 
 static void
@@ -72,19 +74,38 @@ im2col_range (gsize begin, gsize end, gpointer data)
 {
   Im2colJob *j = data;
   im2col_band_channels (j->x, (int) begin, (int) end, j->h, j->w, j->k, j->stride, j->pad, j->oy0,
-                        j->rows, j->ow, j->col);
+                        j->rows, j->ow, j->col, j->ld);
 }
 
 /* All input channels, split across the arena's threads when large. */
 static void
-im2col_band (DdimArena *arena, const float *x, int cin, int h, int w, int k, int stride, int pad,
-             int oy0, int rows, int ow, float *col)
+im2col_band_ld (DdimArena *arena, const float *x, int cin, int h, int w, int k, int stride,
+                int pad, int oy0, int rows, int ow, float *col, gsize ld)
 {
-  Im2colJob job = { x, h, w, k, stride, pad, oy0, rows, ow, col };
+  Im2colJob job = { x, h, w, k, stride, pad, oy0, rows, ow, col, ld };
   /* Each channel writes k*k*rows*ow floats; below ~64k floats a thread
    * hand-off costs more than it saves. */
   gsize per_channel = (gsize) k * k * rows * ow;
   ddim_parallel_for (arena->parallel, cin, MAX (1, 65536 / per_channel), im2col_range, &job);
+}
+
+static void
+im2col_band (DdimArena *arena, const float *x, int cin, int h, int w, int k, int stride, int pad,
+             int oy0, int rows, int ow, float *col)
+{
+  im2col_band_ld (arena, x, cin, h, w, k, stride, pad, oy0, rows, ow, col, (gsize) rows * ow);
+}
+
+/* Small images in a batch (training): when a whole image's columns fit in
+ * a band, up to this many floats of columns of several images go into one
+ * GEMM, so the GEMMs are wide instead of one small call per image. */
+#define GROUP_COL_FLOATS (1u << 22)
+
+static int
+images_per_group (int n, int K, gsize P)
+{
+  gsize g = GROUP_COL_FLOATS / ((gsize) K * P);
+  return (int) CLAMP (g, 1, (gsize) n);
 }
 
 /* y (+)= conv(x) (+ bias): with @accumulate, @y already holds values to add
@@ -106,6 +127,40 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
   if (band_rows > oh)
     band_rows = oh;
   gsize mark = ddim_arena_mark (arena);
+  int group = (!pointwise && band_rows == oh && n > 1) ? images_per_group (n, K, P) : 1;
+  if (group > 1)
+    {
+      /* [K, g*P] columns -> [cout, g*P] products -> scattered into NCHW. */
+      float *gcol = ddim_arena_alloc (arena, (gsize) K * group * P);
+      float *gy = ddim_arena_alloc (arena, (gsize) cout * group * P);
+      for (int b0 = 0; b0 < n; b0 += group)
+        {
+          int g = MIN (group, n - b0);
+          gsize ld = (gsize) g * P;
+          for (int j = 0; j < g; j++)
+            im2col_band_ld (arena, x + (gsize) (b0 + j) * cin * h * w, cin, h, w, k, stride,
+                            pad_tl, 0, oh, ow, gcol + (gsize) j * P, ld);
+          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int) ld, K, 1.f, weight,
+                       K, gcol, (int) ld, 0.f, gy, (int) ld);
+          for (int j = 0; j < g; j++)
+            for (int co = 0; co < cout; co++)
+              {
+                const float *src = gy + (gsize) co * ld + (gsize) j * P;
+                float *dst = y + ((gsize) (b0 + j) * cout + co) * P;
+                if (accumulate)
+                  for (gsize p = 0; p < P; p++)
+                    dst[p] += src[p];
+                else
+                  {
+                    float bv = bias ? bias[co] : 0.f;
+                    for (gsize p = 0; p < P; p++)
+                      dst[p] = src[p] + bv;
+                  }
+              }
+        }
+      ddim_arena_release (arena, mark);
+      return;
+    }
   float *col = pointwise ? NULL : ddim_arena_alloc (arena, (gsize) K * band_rows * ow);
   float beta = 1.f;
 
@@ -174,10 +229,10 @@ valid_ox (int w, int ow, int stride, int pad, int kx, int *lo, int *hi)
 
 /* Adjoint of im2col_band: dx[ci, iy, ix] += dcol[kk, r*ow + ox]. */
 static void
-col2im_band (const float *dcol, int cin, int h, int w, int k, int stride, int pad,
-             int oy0, int rows, int ow, float *dx)
+col2im_band_ld (const float *dcol, int cin, int h, int w, int k, int stride, int pad,
+                int oy0, int rows, int ow, float *dx, gsize ld)
 {
-  gsize band = (gsize) rows * ow;
+  gsize band = ld;
   for (int ci = 0; ci < cin; ci++)
     for (int ky = 0; ky < k; ky++)
       for (int kx = 0; kx < k; kx++)
@@ -208,6 +263,56 @@ col2im_band (const float *dcol, int cin, int h, int w, int k, int stride, int pa
                   plane[base + (gssize) ox * stride] += s[ox];
             }
         }
+}
+
+static void
+col2im_band (const float *dcol, int cin, int h, int w, int k, int stride, int pad,
+             int oy0, int rows, int ow, float *dx)
+{
+  col2im_band_ld (dcol, cin, h, w, k, stride, pad, oy0, rows, ow, dx, (gsize) rows * ow);
+}
+
+/* Backward for groups of whole images (see images_per_group). */
+static void
+conv2d_backward_grouped (const float *x, int n, int cin, int h, int w, const float *weight,
+                         int cout, int k, int stride, int pad, int oh, int ow, const float *dy,
+                         float *dx, float *dweight, int group, DdimArena *arena)
+{
+  gsize P = (gsize) oh * ow, HW = (gsize) h * w;
+  int K = cin * k * k;
+  gsize mark = ddim_arena_mark (arena);
+  float *gcol = ddim_arena_alloc (arena, (gsize) K * group * P);
+  float *gdy = ddim_arena_alloc (arena, (gsize) cout * group * P);
+  for (int b0 = 0; b0 < n; b0 += group)
+    {
+      int g = MIN (group, n - b0);
+      gsize ld = (gsize) g * P;
+      /* dy of the group side by side: [cout, g*P]. */
+      for (int j = 0; j < g; j++)
+        for (int co = 0; co < cout; co++)
+          memcpy (gdy + (gsize) co * ld + (gsize) j * P, dy + ((gsize) (b0 + j) * cout + co) * P,
+                  P * sizeof (float));
+      if (dweight)
+        {
+          for (int j = 0; j < g; j++)
+            im2col_band_ld (arena, x + (gsize) (b0 + j) * cin * HW, cin, h, w, k, stride, pad, 0,
+                            oh, ow, gcol + (gsize) j * P, ld);
+          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, cout, K, (int) ld, 1.f, gdy,
+                       (int) ld, gcol, (int) ld, 1.f, dweight, K);
+        }
+      if (dx)
+        {
+          cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, K, (int) ld, cout, 1.f, weight, K,
+                       gdy, (int) ld, 0.f, gcol, (int) ld);
+          for (int j = 0; j < g; j++)
+            {
+              float *dxb = dx + (gsize) (b0 + j) * cin * HW;
+              memset (dxb, 0, sizeof (float) * cin * HW);
+              col2im_band_ld (gcol + (gsize) j * P, cin, h, w, k, stride, pad, 0, oh, ow, dxb, ld);
+            }
+        }
+    }
+  ddim_arena_release (arena, mark);
 }
 
 void
@@ -247,6 +352,12 @@ ddim_conv2d_backward_band (const float *x, int n, int cin, int h, int w,
     band_rows = 1;
   if (band_rows > oh)
     band_rows = oh;
+  if (!pointwise && band_rows == oh && n > 1 && images_per_group (n, K, P) > 1)
+    {
+      conv2d_backward_grouped (x, n, cin, h, w, weight, cout, k, stride, pad_tl, oh, ow, dy, dx,
+                               dweight, images_per_group (n, K, P), arena);
+      return;
+    }
   gsize mark = ddim_arena_mark (arena);
   float *col = pointwise ? NULL : ddim_arena_alloc (arena, (gsize) K * band_rows * ow);
 
