@@ -1,0 +1,125 @@
+/* The ddim-inversion GIMP plug-in: what its procedures share.
+ *
+ * This is the only code that includes libgimp. It translates between GIMP
+ * (drawables, selections, parasites, progress, the PDB) and libddim; pixel
+ * and latent arithmetic lives in libddim (ddim/pixels.h and the rest).
+ *
+ * Each procedure is one DdimProcedureInfo (proc-*.c); ddim-plugin.c
+ * registers every entry of its table, so a new procedure is one new file
+ * and one table line. */
+#pragma once
+
+#include <libgimp/gimp.h>
+#include <glib/gi18n.h>
+
+#include "ddim/ddim.h"
+#include "ddim/pixels.h"
+
+G_BEGIN_DECLS
+
+#define DDIM_PLUGIN_BINARY "ddim-inversion"
+#define DDIM_PARASITE_LATENT "ddim-inversion/latent"
+#define DDIM_PARASITE_SOURCE "ddim-inversion/source"
+#define DDIM_DEFAULT_MODEL_NAME "fashion-mnist-32"
+#define DDIM_MENU_PATH "<Image>/Filters/Diffusion"
+/* Smallest side of a layer (or selection) the plug-in works on; the
+ * model's size factor when that is larger. */
+#define DDIM_MIN_SIDE 4
+/* Largest side in native mode (the latent goes into a parasite and the
+ * model runs at that size). */
+#define DDIM_MAX_NATIVE_SIDE 2048
+
+typedef struct {
+  const char *name;         /* PDB name */
+  const char *menu_label;   /* N_() */
+  const char *blurb;        /* N_() */
+  const char *help;         /* N_() */
+  const char *icon;         /* file name in the plug-in's icons/ folder */
+  void      (*add_arguments) (GimpProcedure *procedure);
+  GimpRunImageFunc run;
+} DdimProcedureInfo;
+
+extern const DdimProcedureInfo ddim_invert_procedure;
+extern const DdimProcedureInfo ddim_reconstruct_procedure;
+
+/* Resize choice ids. */
+typedef enum {
+  DDIM_RESIZE_MODE_FIT,
+  DDIM_RESIZE_MODE_NATIVE
+} DdimResizeMode;
+
+/* Where a latent came from: kept in the DDIM_PARASITE_SOURCE parasite
+ * (GKeyFile text) beside the latent. */
+typedef struct {
+  char  *name;                  /* the source layer's name */
+  int    x, y, width, height;   /* the inverted region, image coordinates */
+  guint  tattoo;                /* the source layer's tattoo */
+  char  *model_folder;          /* absolute */
+} DdimSourceInfo;
+
+void            ddim_source_info_free (DdimSourceInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DdimSourceInfo, ddim_source_info_free)
+
+/* Common arguments. */
+void            ddim_plugin_add_model_argument (GimpProcedure *procedure);
+
+/* An EXECUTION_ERROR return with @error (taken). */
+GimpValueArray *ddim_plugin_fail (GimpProcedure *procedure, GError *error);
+/* Sets a GIMP_PLUG_IN_ERROR. */
+void            ddim_plugin_set_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+/* Shows the procedure's dialog (interactive runs). FALSE: cancelled. */
+gboolean        ddim_plugin_dialog (GimpProcedure *procedure, GimpProcedureConfig *config,
+                                    const char *title);
+
+/* The single layer the procedure works on: exactly one drawable, a layer
+ * that is not a group, in an image that is not indexed. */
+GimpLayer      *ddim_plugin_get_layer (GimpImage *image, GimpDrawable **drawables,
+                                       GError **error);
+
+/* The embedded model's folder: $DDIM_DEFAULT_MODEL when set, else
+ * <plug-in folder>/models/fashion-mnist-32. */
+char           *ddim_plugin_default_model_folder (void);
+/* Loads @folder (NULL or "": the embedded model). Errors say what to do;
+ * @used_folder (optional) receives the absolute folder. */
+DdimModel      *ddim_plugin_load_model (const char *folder, char **used_folder, GError **error);
+
+/* Progress: @title at first, then @step_format (two %d: step, steps), as
+ * in "Inverting: step 12/50". */
+typedef struct {
+  const char *step_format;
+} DdimProgress;
+void            ddim_plugin_progress_start (DdimProgress *progress, const char *title,
+                                            const char *step_format);
+void            ddim_plugin_progress_cb (int done, int total, gpointer progress);
+
+/* RGBA floats (4 per pixel, 0..1, the image's own gamma-encoded space) of
+ * the @width x @height rectangle at (@x, @y) in drawable coordinates. Gray
+ * drawables give R = G = B = Y'. */
+float          *ddim_plugin_read_rgba (GimpDrawable *drawable, int x, int y, int width,
+                                       int height);
+/* The selection's coverage (W*H, 0..1) of a rectangle in image
+ * coordinates, or NULL when nothing is selected. */
+float          *ddim_plugin_read_selection (GimpImage *image, int x, int y, int width,
+                                            int height);
+/* The alpha of a whole drawable, resized to @width x @height. */
+float          *ddim_plugin_read_alpha (GimpDrawable *drawable, int width, int height);
+
+/* A new layer (not yet inserted) of @width x @height holding @rgba: RGBA
+ * for RGB images, GRAYA (luminance) for gray ones. */
+GimpLayer      *ddim_plugin_new_layer (GimpImage *image, const char *name, int width,
+                                       int height, const float *rgba);
+/* Inserts @layer just above @above (in its group). */
+void            ddim_plugin_insert_above (GimpImage *image, GimpLayer *layer, GimpLayer *above);
+
+/* Persistent, undoable parasites. */
+gboolean        ddim_plugin_attach (GimpItem *item, const char *name, GBytes *data,
+                                    GError **error);
+/* NULL when @item has no such parasite. */
+GBytes         *ddim_plugin_get_parasite (GimpItem *item, const char *name);
+
+GBytes         *ddim_source_info_to_bytes (const DdimSourceInfo *info);
+/* NULL (and a message on stderr) when @bytes cannot be read. */
+DdimSourceInfo *ddim_source_info_new_from_bytes (GBytes *bytes);
+
+G_END_DECLS
