@@ -47,6 +47,9 @@ int cli_error (const char *cmd, const GError *error);
 /* Prints "ddim CMD: message"; returns CLI_EXIT_ERROR. */
 int cli_fail (const char *cmd, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
+/* 1234567 -> "1,234,567" (g_free). */
+char *cli_group_thousands (guint64 value);
+
 /* TRUE when @path ends in @suffix (ASCII, case-insensitive). */
 gboolean cli_has_suffix (const char *path, const char *suffix);
 /* Checks that option @what has a value in [min, max]; otherwise reports a

@@ -94,21 +94,6 @@ peak_rss_bytes (const char **source)
   return -1;
 }
 
-static char *
-group_thousands (guint64 v)
-{
-  g_autofree char *digits = g_strdup_printf ("%" G_GUINT64_FORMAT, v);
-  GString *s = g_string_new (NULL);
-  gsize n = strlen (digits);
-  for (gsize i = 0; i < n; i++)
-    {
-      if (i > 0 && (n - i) % 3 == 0)
-        g_string_append_c (s, ',');
-      g_string_append_c (s, digits[i]);
-    }
-  return g_string_free (s, FALSE);
-}
-
 /* Best seconds of @repeat sgemm calls of the reference shape, after one
  * warm-up call. */
 static double
@@ -225,7 +210,7 @@ cli_cmd_bench (int argc, char **argv)
   gsize n_params = ddim_unet_get_n_params (unet);
   double weights_mib = n_params * sizeof (float) / MIB;
   double gflop = 2.0 * ddim_unet_count_macs (unet, batch, size, size) / 1e9;
-  g_autofree char *np = group_thousands (n_params);
+  g_autofree char *np = cli_group_thousands (n_params);
   const char *coretype = g_getenv ("OPENBLAS_CORETYPE");
 
   kv ("config", "%s", config_desc);

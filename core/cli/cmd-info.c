@@ -35,22 +35,6 @@ bool_str (gboolean b)
   return b ? "true" : "false";
 }
 
-/* 1234567 -> "1,234,567" */
-static char *
-group_thousands (guint64 v)
-{
-  g_autofree char *digits = g_strdup_printf ("%" G_GUINT64_FORMAT, v);
-  GString *s = g_string_new (NULL);
-  gsize n = strlen (digits);
-  for (gsize i = 0; i < n; i++)
-    {
-      if (i > 0 && (n - i) % 3 == 0)
-        g_string_append_c (s, ',');
-      g_string_append_c (s, digits[i]);
-    }
-  return g_string_free (s, FALSE);
-}
-
 /* The scheduler config file the model was loaded with (same search order as
  * ddim_model_load), relative to the folder, or NULL. */
 static char *
@@ -117,7 +101,7 @@ print_text (const DdimModel *m)
   kv ("downsample padding", "%d", c->downsample_padding);
 
   gsize n_params = ddim_unet_get_n_params (m->unet);
-  g_autofree char *np = group_thousands (n_params);
+  g_autofree char *np = cli_group_thousands (n_params);
   kv ("parameters", "%s (%.1f MiB as float32)", np, n_params * 4.0 / (1024.0 * 1024.0));
   g_autofree char *wpath = g_build_filename (m->path, "diffusion_pytorch_model.safetensors", NULL);
   goffset size = file_size (wpath);

@@ -185,3 +185,18 @@ cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer 
     }
   return CLI_EXIT_OK;
 }
+
+char *
+cli_group_thousands (guint64 v)
+{
+  g_autofree char *digits = g_strdup_printf ("%" G_GUINT64_FORMAT, v);
+  GString *s = g_string_new (NULL);
+  gsize n = strlen (digits);
+  for (gsize i = 0; i < n; i++)
+    {
+      if (i > 0 && (n - i) % 3 == 0)
+        g_string_append_c (s, ',');
+      g_string_append_c (s, digits[i]);
+    }
+  return g_string_free (s, FALSE);
+}

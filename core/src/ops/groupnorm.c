@@ -5,6 +5,25 @@
 #include "ops/ops.h"
 #include "ops/parallel.h"
 
+/* Mean and 1/sqrt(var + eps) of one group, two-pass in double. Forward
+ * and backward must agree on these exactly. */
+static void
+group_stats (const float *xg, gsize count, float eps, float *mean_out, float *inv_out)
+{
+  double sum = 0;
+  for (gsize i = 0; i < count; i++)
+    sum += xg[i];
+  double mean = sum / count;
+  double sq = 0;
+  for (gsize i = 0; i < count; i++)
+    {
+      double d = xg[i] - mean;
+      sq += d * d;
+    }
+  *mean_out = (float) mean;
+  *inv_out = (float) (1.0 / sqrt (sq / count + eps));
+}
+
 void
 ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float eps,
                          const float *gamma, const float *beta, gboolean silu, float *y)
@@ -16,18 +35,8 @@ ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float
       {
         gsize off = ((gsize) b * c + (gsize) g * cpg) * hw;
         const float *xg = x + off;
-        double sum = 0;
-        for (gsize i = 0; i < count; i++)
-          sum += xg[i];
-        double mean = sum / count;
-        double sq = 0;
-        for (gsize i = 0; i < count; i++)
-          {
-            double d = xg[i] - mean;
-            sq += d * d;
-          }
-        float inv = (float) (1.0 / sqrt (sq / count + eps));
-        float fmean = (float) mean;
+        float fmean, inv;
+        group_stats (xg, count, eps, &fmean, &inv);
         for (int ci = 0; ci < cpg; ci++)
           {
             int ch = g * cpg + ci;
@@ -71,18 +80,8 @@ ddim_group_norm_backward (const float *x, int n, int c, int hw, int groups, floa
       {
         gsize off = ((gsize) b * c + (gsize) g * cpg) * hw;
         const float *xg = x + off;
-        double sum = 0;
-        for (gsize i = 0; i < count; i++)
-          sum += xg[i];
-        double mean = sum / count;
-        double sq = 0;
-        for (gsize i = 0; i < count; i++)
-          {
-            double d = xg[i] - mean;
-            sq += d * d;
-          }
-        float inv = (float) (1.0 / sqrt (sq / count + eps));
-        float fmean = (float) mean;
+        float fmean, inv;
+        group_stats (xg, count, eps, &fmean, &inv);
 
         /* Pass 1: dv, per-channel sums of dv and dv * xhat. */
         double m1 = 0, m2 = 0;  /* sums of gamma dv and gamma dv xhat over the group */
