@@ -76,7 +76,9 @@ resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h
   float *tp_grad = ddim_arena_alloc0 (A, (gsize) n * r->temb_proj.out);
   if (!c->scale_shift)
     {
-      if (want_params)
+      if (want_params && s->t2)
+        t2 = s->t2;
+      else if (want_params)
         ddim_group_norm_forward_threaded (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps,
                                           r->norm2.gamma, r->norm2.beta, TRUE, t2, A);
     }
@@ -103,9 +105,13 @@ resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h
   else
     {
       /* conv2's input is silu(v); v stays in t2 for the SiLU backward. */
-      float *sv = ddim_arena_alloc (A, cout_n);
-      memcpy (sv, t2, cout_n * sizeof (float));
-      ddim_silu_forward (sv, cout_n);
+      float *sv = s->t2;
+      if (sv == NULL)
+        {
+          sv = ddim_arena_alloc (A, cout_n);
+          memcpy (sv, t2, cout_n * sizeof (float));
+          ddim_silu_forward (sv, cout_n);
+        }
       ddim_conv2d_backward (sv, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, dout, d_t2,
                             G (b, r->conv2.w), G (b, r->conv2.b), A);
     }
@@ -159,8 +165,8 @@ resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h
   }
 
   /* conv1 on t1 = silu(gn1(x)), recomputed for its weight gradient. */
-  float *t1 = ddim_arena_alloc (A, cin_n);
-  if (want_params)
+  float *t1 = s->t1 ? s->t1 : ddim_arena_alloc (A, cin_n);
+  if (want_params && s->t1 == NULL)
     ddim_group_norm_forward_threaded (s->x, n, r->cin, (int) hw, r->norm1.groups, eps,
                                       r->norm1.gamma, r->norm1.beta, TRUE, t1, A);
   float *d_t1 = ddim_arena_alloc (A, cin_n);

@@ -56,6 +56,7 @@ typedef struct {
   const float *x;        /* resnet input ([h, skip] for up blocks) */
   float       *h1;       /* conv1 output plus time term: the input of norm2 */
   float       *tp;       /* time_emb_proj output */
+  float       *t1, *t2;  /* inputs of conv1 and conv2 (after norm and SiLU) */
   float       *attn_in;  /* attention input (NULL without attention) */
   float       *out;      /* the unit's output (after attention) */
 } DdimUnitSave;

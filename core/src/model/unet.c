@@ -52,8 +52,13 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
   float *out = keep_alloc (run, (gsize) n * r->cout * hw);
   float *h1 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
   float *tp = run->tape ? keep_alloc (run, (gsize) n * r->temb_proj.out) : NULL;
+  /* With a tape, the inputs of conv1 and conv2 are kept for their weight
+   * gradients; otherwise one scratch buffer serves both. */
+  float *t1 = run->tape ? keep_alloc (run, (gsize) n * r->cin * hw) : NULL;
+  float *t2 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
   gsize mark = ddim_arena_mark (A);
-  float *t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
+  if (t1 == NULL)
+    t2 = t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
   if (h1 == NULL)
     h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
   if (tp == NULL)
@@ -76,24 +81,24 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
   ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1, A);
   if (!c->scale_shift)
     ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                             r->norm2.beta, TRUE, t1, A);
+                             r->norm2.beta, TRUE, t2, A);
   else
     {
       ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, FALSE, t1, A);
+                               r->norm2.beta, FALSE, t2, A);
       for (int b = 0; b < n; b++)
         for (int ch = 0; ch < r->cout; ch++)
           {
             float scale = tp[(gsize) b * 2 * r->cout + ch];
             float shift = tp[(gsize) b * 2 * r->cout + r->cout + ch];
-            float *p = t1 + ((gsize) b * r->cout + ch) * hw;
+            float *p = t2 + ((gsize) b * r->cout + ch) * hw;
             for (gsize i = 0; i < hw; i++)
               p[i] = p[i] * (1.f + scale) + shift;
           }
-      ddim_silu_forward (t1, (gsize) n * r->cout * hw);
+      ddim_silu_forward (t2, (gsize) n * r->cout * hw);
     }
 
-  /* out = shortcut(x) + b2 + conv2(t1): the shortcut initialises out. */
+  /* out = shortcut(x) + b2 + conv2(t2): the shortcut initialises out. */
   gsize total = (gsize) n * r->cout * hw;
   if (r->shortcut.w)
     {
@@ -118,7 +123,7 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
           for (gsize i = 0; i < hw; i++)
             p[i] = xs[i] + v;
         }
-  ddim_conv2d_forward_accumulate (t1, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
+  ddim_conv2d_forward_accumulate (t2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
   if (r->output_scale != 1.f)
     for (gsize i = 0; i < total; i++)
       out[i] /= r->output_scale;
@@ -128,6 +133,8 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
       save->x = x;
       save->h1 = h1;
       save->tp = tp;
+      save->t1 = run->tape ? t1 : NULL;
+      save->t2 = run->tape ? t2 : NULL;
       save->attn_in = NULL;
       save->out = out;
     }
