@@ -38,6 +38,11 @@ typedef struct {
   DdimTrainProgressFunc progress;
   gpointer      progress_data;
   GCancellable *cancellable;      /* checked before each step */
+  /* Data-parallel shards of each batch, one thread each (BLAS single-
+   * threaded meanwhile); 0: one per processor. The gradient is summed in
+   * shard order, so results are exact for a given count (resume with the
+   * same one). Not part of checkpoints. */
+  int           threads;
 } DdimTrainOptions;
 
 /* Defaults: batch 64, 10000 steps, lr 2e-4, warm-up 500, floor 0 (cosine to

@@ -22,6 +22,9 @@ DdimUNet *ddim_unet_new_random (const DdimUNetConfig *config, guint64 seed);
 void      ddim_unet_free (DdimUNet *unet);
 
 const DdimUNetConfig *ddim_unet_get_config (DdimUNet *unet);
+/* Threads for the passes between GEMMs (default: one per processor); 1
+ * when the caller runs several models in parallel itself. */
+void      ddim_unet_set_n_threads (DdimUNet *unet, int n_threads);
 gsize     ddim_unet_get_n_params (DdimUNet *unet);
 
 /* Parameter table, in a fixed order (diffusers' names, new attention

@@ -378,6 +378,15 @@ ddim_unet_new_random (const DdimUNetConfig *config, guint64 seed)
   return u;
 }
 
+void
+ddim_unet_set_n_threads (DdimUNet *u, int n_threads)
+{
+  g_return_if_fail (u != NULL);
+  ddim_parallel_free (u->parallel);
+  u->parallel = ddim_parallel_new (n_threads);
+  u->arena.parallel = u->parallel;
+}
+
 const DdimUNetConfig *
 ddim_unet_get_config (DdimUNet *unet)
 {

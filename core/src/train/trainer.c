@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "ddim/error.h"
 #include "ddim/safetensors.h"
 #include "ddim/sampler.h"
@@ -37,6 +39,8 @@ typedef struct {
   gboolean decay;
 } TensorSlot;
 
+#define DDIM_TRAIN_MAX_SHARDS 16
+
 struct _DdimTrainer {
   DdimUNetConfig    config;
   DdimSchedule     *schedule;
@@ -54,6 +58,9 @@ struct _DdimTrainer {
   int              *perm;            /* permutation of epoch perm_epoch */
   int               perm_n;
   gint64            perm_epoch;
+  int               n_shards;        /* data-parallel shards per batch */
+  DdimUNet        **replicas;        /* n_shards - 1 models for shards 1.. */
+  float           **shard_grads;     /* their gradients */
 };
 
 /* ---- random numbers ---- */
@@ -320,6 +327,13 @@ ddim_trainer_free (DdimTrainer *tr)
   g_clear_object (&tr->opts.cancellable);
   ddim_unet_free (tr->unet);
   ddim_unet_free (tr->ema);
+  for (int i = 0; i + 1 < tr->n_shards; i++)
+    {
+      ddim_unet_free (tr->replicas[i]);
+      g_free (tr->shard_grads[i]);
+    }
+  g_free (tr->replicas);
+  g_free (tr->shard_grads);
   g_free (tr->slots);
   g_free (tr->grad);
   g_free (tr->m);
@@ -357,6 +371,21 @@ trainer_alloc (const DdimUNetConfig *config, const DdimSchedule *schedule,
   tr->unet = ddim_unet_new_random (config, 0);
   tr->ema = ddim_unet_new_random (config, 0);
   tr->n_params = ddim_unet_get_n_params (tr->unet);
+  tr->n_shards = opts->threads > 0 ? opts->threads : (int) g_get_num_processors ();
+  tr->n_shards = CLAMP (tr->n_shards, 1, MIN (DDIM_TRAIN_MAX_SHARDS, opts->batch_size));
+  if (tr->n_shards > 1)
+    {
+      /* Each shard runs on its own thread: no inner threads. */
+      ddim_unet_set_n_threads (tr->unet, 1);
+      tr->replicas = g_new0 (DdimUNet *, tr->n_shards - 1);
+      tr->shard_grads = g_new0 (float *, tr->n_shards - 1);
+      for (int i = 0; i < tr->n_shards - 1; i++)
+        {
+          tr->replicas[i] = ddim_unet_new_random (config, 0);
+          ddim_unet_set_n_threads (tr->replicas[i], 1);
+          tr->shard_grads[i] = g_new (float, tr->n_params);
+        }
+    }
   tr->n_tensors = ddim_unet_get_n_tensors (tr->unet);
   tr->slots = g_new0 (TensorSlot, tr->n_tensors);
   float *base = ddim_unet_get_params (tr->unet);
@@ -594,33 +623,114 @@ make_batch (DdimTrainer *tr, const DdimDataset *ds, Batch *b)
 }
 
 typedef struct {
-  Batch *b;
-  int    step;   /* 1-based, for messages */
-  double loss;
+  const float *target;   /* this shard's targets */
+  gsize        total;    /* elements of the whole batch: the mean's divisor */
+  int          step;     /* 1-based, for messages */
+  double       ss;       /* sum of squared errors of this shard */
 } LossCtx;
 
-/* Loss = mean((out - target)^2); cotangent = its gradient. */
+/* Loss = mean((out - target)^2) over the batch; cotangent = its gradient
+ * (for this shard's part). */
 static gboolean
 mse_cotangent (const float *out, float *w, gsize count, gpointer data, GError **error)
 {
   LossCtx *lc = data;
-  const float *target = lc->b->target;
   double ss = 0;
   for (gsize j = 0; j < count; j++)
     {
-      double d = (double) out[j] - target[j];
+      double d = (double) out[j] - lc->target[j];
       ss += d * d;
     }
-  lc->loss = ss / (double) count;
-  if (!isfinite (lc->loss))
+  lc->ss = ss;
+  if (!isfinite (ss))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
                    "the loss is not finite at step %d (try a lower learning rate)", lc->step);
       return FALSE;
     }
-  float scale = (float) (2.0 / (double) count);
+  float scale = (float) (2.0 / (double) lc->total);
   for (gsize j = 0; j < count; j++)
-    w[j] = scale * (out[j] - target[j]);
+    w[j] = scale * (out[j] - lc->target[j]);
+  return TRUE;
+}
+
+typedef struct {
+  DdimUNet    *unet;
+  const float *xt, *tf;
+  float       *out, *grad;
+  int          n, size;
+  LossCtx      loss;
+  gboolean     ok;
+  GError      *error;
+} Shard;
+
+static gpointer
+run_shard (gpointer data)
+{
+  Shard *sh = data;
+  DdimUNetVjp io = { .out = sh->out, .grad_params = sh->grad, .cotangent_func = mse_cotangent,
+                     .cotangent_data = &sh->loss };
+  sh->ok = ddim_unet_vjp (sh->unet, sh->xt, sh->n, sh->size, sh->size, sh->tf, NULL, &io,
+                          &sh->error);
+  return NULL;
+}
+
+/* The batch's loss and parameter gradient (into tr->grad), its shards in
+ * parallel, summed in shard order. */
+static gboolean
+batch_gradient (DdimTrainer *tr, Batch *b, int B, int S, double *loss, GError **error)
+{
+  int shards = MIN (tr->n_shards, B);
+  gsize per_image = b->count / B;
+  Shard sh[DDIM_TRAIN_MAX_SHARDS];
+  GThread *threads[DDIM_TRAIN_MAX_SHARDS] = { NULL };
+  float *params = ddim_unet_get_params (tr->unet);
+  int at = 0;
+  for (int s = 0; s < shards; s++)
+    {
+      int rows = B / shards + (s < B % shards ? 1 : 0);
+      sh[s] = (Shard) { s == 0 ? tr->unet : tr->replicas[s - 1], b->xt + at * per_image,
+                        b->tf + at, b->out + at * per_image,
+                        s == 0 ? tr->grad : tr->shard_grads[s - 1], rows, S,
+                        { b->target + at * per_image, b->count, tr->step + 1, 0 }, FALSE, NULL };
+      memset (sh[s].grad, 0, tr->n_params * sizeof (float));
+      if (s > 0)
+        memcpy (ddim_unet_get_params (sh[s].unet), params, tr->n_params * sizeof (float));
+      at += rows;
+    }
+#ifdef OPENBLAS_VERSION
+  int blas_threads = openblas_get_num_threads ();
+  if (shards > 1)
+    openblas_set_num_threads (1);
+#endif
+  for (int s = 1; s < shards; s++)
+    threads[s] = g_thread_new ("ddim-train-shard", run_shard, &sh[s]);
+  run_shard (&sh[0]);
+  for (int s = 1; s < shards; s++)
+    g_thread_join (threads[s]);
+#ifdef OPENBLAS_VERSION
+  if (shards > 1)
+    openblas_set_num_threads (blas_threads);
+#endif
+  gboolean ok = TRUE;
+  double ss = 0;
+  for (int s = 0; s < shards; s++)
+    {
+      if (!sh[s].ok && ok)
+        {
+          g_propagate_error (error, sh[s].error);
+          sh[s].error = NULL;
+          ok = FALSE;
+        }
+      g_clear_error (&sh[s].error);
+      ss += sh[s].loss.ss;
+    }
+  if (!ok)
+    return FALSE;
+  for (int s = 1; s < shards; s++)
+    for (gsize i = 0; i < tr->n_params; i++)
+      tr->grad[i] += sh[s].grad[i];
+  *loss = ss / (double) b->count;
   return TRUE;
 }
 
@@ -631,14 +741,10 @@ train_step (DdimTrainer *tr, const DdimDataset *ds, Batch *b, double *loss_out,
   const DdimTrainOptions *o = &tr->opts;
   int B = o->batch_size, S = ds->size;
   make_batch (tr, ds, b);
-  /* One taped forward: the MSE cotangent is made from its output. */
-  LossCtx lc = { b, tr->step + 1, 0 };
-  memset (tr->grad, 0, tr->n_params * sizeof (float));
-  DdimUNetVjp io = { .out = b->out, .grad_params = tr->grad, .cotangent_func = mse_cotangent,
-                     .cotangent_data = &lc };
-  if (!ddim_unet_vjp (tr->unet, b->xt, B, S, S, b->tf, NULL, &io, error))
+  /* One taped forward per shard: the MSE cotangent is made from its output. */
+  double loss;
+  if (!batch_gradient (tr, b, B, S, &loss, error))
     return FALSE;
-  double loss = lc.loss;
   double gnorm = ddim_clip_grad_norm (tr->grad, tr->n_params, o->grad_clip);
   if (!isfinite (gnorm))
     {
