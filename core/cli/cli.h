@@ -31,6 +31,8 @@ int cli_cmd_directions (int argc, char **argv);
 int cli_cmd_interpolate (int argc, char **argv);
 int cli_cmd_eval_inversion (int argc, char **argv);
 int cli_cmd_train (int argc, char **argv);
+int cli_cmd_train_encoder (int argc, char **argv);
+int cli_cmd_eval_classifier (int argc, char **argv);
 
 /* Parses the options of command @cmd. Returns TRUE when the command should
  * go on; otherwise *exit_code says how to exit (--help is handled by GLib,

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ddim/dataset.h"
+#include "ddim/encoder.h"
 #include "ddim/exact.h"
 #include "ddim/image.h"
 #include "ddim/optimize.h"
@@ -78,6 +80,34 @@ load_images (DdimModel *model, char **paths, int max_images, int *h, int *w, GEr
   return g_steal_pointer (&images);
 }
 
+/* The first @max_images images of a Fashion-MNIST split ("fashion-mnist-test"
+ * or "fashion-mnist", the training split) at the model's size. */
+static GPtrArray *
+load_dataset (DdimModel *model, const char *data, int max_images, int *h, int *w,
+              GError **error)
+{
+  const DdimUNetConfig *c = ddim_unet_get_config (model->unet);
+  const char *split = g_str_equal (data, "fashion-mnist-test") ? "test"
+                      : g_str_equal (data, "fashion-mnist") ? "train" : NULL;
+  if (split == NULL)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "--data must be fashion-mnist-test or fashion-mnist, not '%s'", data);
+      return NULL;
+    }
+  g_autoptr (DdimDataset) ds = ddim_dataset_load_fashion_mnist (NULL, split, c->sample_size,
+                                                                c->in_channels, max_images,
+                                                                error);
+  if (ds == NULL)
+    return NULL;
+  gsize per = (gsize) ds->channels * ds->size * ds->size;
+  GPtrArray *images = g_ptr_array_new_with_free_func (g_free);
+  for (int i = 0; i < ds->n; i++)
+    g_ptr_array_add (images, g_memdup2 (ddim_dataset_get_image (ds, i), per * sizeof (float)));
+  *h = *w = ds->size;
+  return images;
+}
+
 static gboolean
 parse_list (const char *s, GArray *out, gboolean numbers, GError **error)
 {
@@ -115,32 +145,50 @@ cli_cmd_eval_inversion (int argc, char **argv)
   g_autofree char *methods_str = NULL;
   g_autofree char *steps_str = NULL;
   g_autofree char *eps_at_str = NULL;
+  g_autofree char *data = NULL, *encoder_dir = NULL;
   int max_images = 0, iters = 50;
   GOptionEntry entries[] = {
     { "methods", 0, 0, G_OPTION_ARG_STRING, &methods_str,
-      "Comma-separated methods (default ddim,fixed-point,edict,bdia)", "LIST" },
+      "Comma-separated methods (default ddim,fixed-point,edict,bdia; also optimize, hybrid "
+      "and encoder)", "LIST" },
     { "steps", 0, 0, G_OPTION_ARG_STRING, &steps_str,
       "Comma-separated step counts (default 10,20,50)", "LIST" },
     { "eps-at", 0, 0, G_OPTION_ARG_STRING, &eps_at_str,
       "Where ddim and bdia evaluate the noise prediction: current or target", "WHERE" },
-    { "max-images", 0, 0, G_OPTION_ARG_INT, &max_images, "Use at most N images", "N" },
+    { "max-images", 0, 0, G_OPTION_ARG_INT, &max_images,
+      "Use at most N images (with --data: the first N, default 500)", "N" },
+    { "data", 0, 0, G_OPTION_ARG_STRING, &data,
+      "Images from a data set instead of files: fashion-mnist-test (or fashion-mnist, the "
+      "training split)", "DATA" },
+    { "encoder", 0, 0, G_OPTION_ARG_FILENAME, &encoder_dir,
+      "encoder/hybrid: the encoder folder (default MODEL/encoder when it exists)", "DIR" },
     { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
       "optimize/hybrid: iterations per image (default 50)", "N" },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL IMAGES...");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL [IMAGES...]");
   g_option_context_set_summary (ctx,
       "Inverts every image with each method and step count, decodes it with the\n"
       "method's decoder and prints the reconstruction PSNR (mean and standard\n"
       "deviation, dB on the [0, 1] scale), the model evaluations and the seconds\n"
       "per image (inversion + decoding). IMAGES are image files (resized to the\n"
-      "model's size) or .safetensors files with x0 [N, C, H, W] in [-1, 1].");
+      "model's size) or .safetensors files with x0 [N, C, H, W] in [-1, 1], or\n"
+      "--data fashion-mnist-test takes the first --max-images test images. The\n"
+      "encoder method runs only at the step count its encoder was trained for;\n"
+      "hybrid starts from the encoder's output when there is an encoder.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
-  if (argc < 3)
-    return cli_usage_error (CMD, "missing MODEL and IMAGES");
+  if (argc < 2)
+    return cli_usage_error (CMD, "missing MODEL and IMAGES (or --data)");
+  if (argc < 3 && data == NULL)
+    return cli_usage_error (CMD, "missing IMAGES (image files, .safetensors files or --data "
+                            "fashion-mnist-test)");
+  if (argc > 2 && data != NULL)
+    return cli_usage_error (CMD, "give IMAGES or --data, not both");
+  if (!cli_check_range (CMD, "--max-images", max_images, 0, G_MAXINT, &rc))
+    return rc;
 
   g_autoptr (GArray) methods = g_array_new (FALSE, FALSE, sizeof (DdimInversionMethod));
   g_autoptr (GArray) steps = g_array_new (FALSE, FALSE, sizeof (int));
@@ -154,9 +202,34 @@ cli_cmd_eval_inversion (int argc, char **argv)
   if (model == NULL)
     return rc;
   int h, w;
-  g_autoptr (GPtrArray) images = load_images (model, argv + 2, max_images, &h, &w, &error);
+  g_autoptr (GPtrArray) images = data ? load_dataset (model, data, max_images > 0 ? max_images
+                                                                               : 500, &h, &w,
+                                                      &error)
+                                      : load_images (model, argv + 2, max_images, &h, &w,
+                                                     &error);
   if (images == NULL)
     return cli_error (CMD, error);
+  gboolean wants_encoder = FALSE;
+  for (guint mi = 0; mi < methods->len; mi++)
+    {
+      DdimInversionMethod m = g_array_index (methods, DdimInversionMethod, mi);
+      wants_encoder = wants_encoder || m == DDIM_METHOD_ENCODER || m == DDIM_METHOD_HYBRID;
+    }
+  g_autoptr (DdimEncoder) encoder = NULL;
+  g_autofree char *encoder_path = encoder_dir ? g_strdup (encoder_dir)
+                                              : g_build_filename (argv[1], DDIM_ENCODER_DIR_NAME,
+                                                                  NULL);
+  if (wants_encoder && (encoder_dir || g_file_test (encoder_path, G_FILE_TEST_IS_DIR)))
+    {
+      encoder = ddim_encoder_load (encoder_path, model->weights_sha256, &error);
+      if (encoder == NULL)
+        return cli_error (CMD, error);
+    }
+  for (guint mi = 0; mi < methods->len; mi++)
+    if (g_array_index (methods, DdimInversionMethod, mi) == DDIM_METHOD_ENCODER && !encoder)
+      return cli_fail (CMD, "method encoder needs an encoder, and %s does not exist (train one "
+                       "with 'ddim train-encoder %s', or pass --encoder DIR)", encoder_path,
+                       argv[1]);
   const DdimUNetConfig *c = ddim_unet_get_config (model->unet);
   gsize n = (gsize) c->in_channels * h * w;
   g_autofree float *rec = g_new (float, n);
@@ -168,6 +241,13 @@ cli_cmd_eval_inversion (int argc, char **argv)
   optimize.iterations = iters;
   optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
   exact.optimize = &optimize;
+  exact.encoder = encoder;
+  if (encoder)
+    printf ("# %u images; encoder %s (trained for %d steps, %s spacing)\n", images->len,
+            encoder_path, ddim_encoder_get_steps (encoder),
+            ddim_spacing_to_string (ddim_encoder_get_spacing (encoder)));
+  else
+    printf ("# %u images\n", images->len);
 
   printf ("%-12s %6s %9s %8s %12s %10s\n", "method", "steps", "PSNR dB", "std", "evals/image",
           "s/image");
@@ -183,6 +263,17 @@ cli_cmd_eval_inversion (int argc, char **argv)
         o.cancellable = cancellable;
         if (eps_at_str && !ddim_eps_at_from_string (eps_at_str, &o.eps_at, &error))
           return cli_usage_error (CMD, "--eps-at: %s", error->message);
+        if (m == DDIM_METHOD_ENCODER)
+          {
+            o.spacing = ddim_encoder_get_spacing (encoder);
+            if (o.steps != ddim_encoder_get_steps (encoder))
+              {
+                printf ("%-12s %6d   (skipped: the encoder inverts %d steps only)\n",
+                        ddim_inversion_method_to_string (m), o.steps,
+                        ddim_encoder_get_steps (encoder));
+                continue;
+              }
+          }
         optimize.cancellable = cancellable;
         double sum = 0, sum2 = 0;
         int finite = 0, inf_count = 0;

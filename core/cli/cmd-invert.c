@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "ddim/image.h"
 #include "ddim/latent.h"
+#include "ddim/encoder.h"
 #include "ddim/exact.h"
 #include "ddim/optimize.h"
 #include "ddim/safetensors.h"
@@ -153,7 +154,8 @@ cli_cmd_invert (int argc, char **argv)
   g_autofree char *eps_at_str = NULL;
   g_autofree char *method_str = NULL;
   g_autofree char *init_str = NULL;
-  int steps = 50, iters = -1;
+  g_autofree char *encoder_dir = NULL;
+  int steps = -1, iters = -1;
   double lr = -1, prior = -1, edict_p = DDIM_EDICT_P_DEFAULT, bdia_gamma = DDIM_BDIA_GAMMA_DEFAULT;
   gboolean native = FALSE, quiet = FALSE;
   DdimRunOptions defaults;
@@ -166,14 +168,20 @@ cli_cmd_invert (int argc, char **argv)
   GOptionEntry entries[] = {
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
       "Latent file to write (required), e.g. LATENT.safetensors", "FILE" },
-    { "steps", 0, 0, G_OPTION_ARG_INT, &steps, "Number of DDIM steps (default 50)", "N" },
+    { "steps", 0, 0, G_OPTION_ARG_INT, &steps,
+      "Number of DDIM steps (default 50, or the encoder's with --method encoder or hybrid)",
+      "N" },
     { "spacing", 0, 0, G_OPTION_ARG_STRING, &spacing_str,
       "Timestep spacing: leading, trailing or linspace (default: the scheduler config's)",
       "SPACING" },
     { "eps-at", 0, 0, G_OPTION_ARG_STRING, &eps_at_str, eps_at_help, "current|target" },
     { "method", 0, 0, G_OPTION_ARG_STRING, &method_str,
       "Inversion method: ddim (default), fixed-point, edict, bdia, optimize (gradient descent "
-      "through the sampling chain) or hybrid (DDIM inversion, then optimize)", "METHOD" },
+      "through the sampling chain), hybrid (optimize from the encoder's output, or from the "
+      "DDIM inversion without an encoder) or encoder (one pass of the learned encoder)",
+      "METHOD" },
+    { "encoder", 0, 0, G_OPTION_ARG_FILENAME, &encoder_dir,
+      "encoder/hybrid: the encoder folder (default MODEL/encoder when it exists)", "DIR" },
     { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
       "optimize/hybrid: iterations (default 100)", "N" },
     { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "optimize/hybrid: Adam step size (default 0.01)",
@@ -198,8 +206,10 @@ cli_cmd_invert (int argc, char **argv)
       "into it. --method ddim is plain DDIM inversion; fixed-point solves each\n"
       "inverse step exactly (AIDI/ReNoise); edict and bdia store a pair of states\n"
       "and invert exactly up to float round-off; optimize descends the\n"
-      "reconstruction error through all K sampling steps (--iters, --lr, --prior),\n"
-      "and hybrid starts that from the DDIM inversion. INPUT is an image file (PNG, JPEG,\n"
+      "reconstruction error through all K sampling steps (--iters, --lr, --prior);\n"
+      "encoder is one pass of the model's learned encoder ('ddim train-encoder',\n"
+      "MODEL/encoder or --encoder), and hybrid starts the optimisation from it (from\n"
+      "the DDIM inversion when there is none). INPUT is an image file (PNG, JPEG,\n"
       "...; converted to the model's channels, and resized to sample_size x\n"
       "sample_size, aspect ratio not kept, unless --native) or a .safetensors file\n"
       "with 'x0' [1, C, H, W] in [-1, 1], used as is. The latent file records the\n"
@@ -217,7 +227,7 @@ cli_cmd_invert (int argc, char **argv)
     return cli_usage_error (CMD, "too many arguments");
   if (output == NULL)
     return cli_usage_error (CMD, "missing -o LATENT.safetensors");
-  if (!cli_check_range (CMD, "--steps", steps, 1, G_MAXINT, &rc))
+  if (steps != -1 && !cli_check_range (CMD, "--steps", steps, 1, G_MAXINT, &rc))
     return rc;
   DdimSpacing spacing = DDIM_SPACING_LEADING;
   DdimEpsAt eps_at = defaults.eps_at;
@@ -266,14 +276,43 @@ cli_cmd_invert (int argc, char **argv)
   const char *input = argv[2];
   gboolean tensor_input = cli_has_suffix (input, ".safetensors");
 
+  if (encoder_dir && method != DDIM_METHOD_ENCODER && method != DDIM_METHOD_HYBRID)
+    return cli_usage_error (CMD, "--encoder goes with --method encoder or hybrid");
+
   g_autoptr (DdimModel) model = cli_load_model (CMD, argv[1], &rc);
   if (model == NULL)
     return rc;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimEncoder) encoder = NULL;
+  g_autofree char *encoder_path = NULL;
+  if (method == DDIM_METHOD_ENCODER || method == DDIM_METHOD_HYBRID)
+    {
+      encoder_path = encoder_dir ? g_strdup (encoder_dir)
+                                 : g_build_filename (argv[1], DDIM_ENCODER_DIR_NAME, NULL);
+      if (encoder_dir || g_file_test (encoder_path, G_FILE_TEST_IS_DIR))
+        {
+          encoder = ddim_encoder_load (encoder_path, model->weights_sha256, &error);
+          if (encoder == NULL)
+            return cli_error (CMD, error);
+        }
+      else if (method == DDIM_METHOD_ENCODER)
+        return cli_fail (CMD, "method encoder needs an encoder, and %s does not exist (train "
+                         "one with 'ddim train-encoder %s', or pass --encoder DIR)",
+                         encoder_path, argv[1]);
+    }
+  /* The encoder inverts the decoding it was trained for. */
+  if (steps == -1)
+    steps = encoder ? ddim_encoder_get_steps (encoder) : 50;
+  if (encoder && spacing_str == NULL)
+    {
+      spacing = ddim_encoder_get_spacing (encoder);
+      spacing_str = g_strdup (ddim_spacing_to_string (spacing));
+    }
+  exact.encoder = encoder;
   if (steps > model->schedule->num_train_timesteps)
     return cli_usage_error (CMD, "--steps must be between 1 and %d (the model's training "
                             "timesteps), not %d", model->schedule->num_train_timesteps, steps);
 
-  g_autoptr (GError) error = NULL;
   Source src = { 0 };
   gboolean loaded = tensor_input ? load_tensor_source (model, input, &src, &error)
                                  : load_image_source (model, input, native, &src, &error);
@@ -296,8 +335,9 @@ cli_cmd_invert (int argc, char **argv)
   optimize.progress_data = &job;
   gboolean iterative = method == DDIM_METHOD_OPTIMIZE || method == DDIM_METHOD_HYBRID;
   /* The optimisation reports iterations itself; the step bar would only
-   * show its DDIM start. */
-  rc = cli_run_with (CMD, CMD, run_invert, &job, &o, quiet || (iterative && method != DDIM_METHOD_HYBRID));
+   * show its DDIM start (none from an encoder). */
+  rc = cli_run_with (CMD, CMD, run_invert, &job, &o,
+                     quiet || (iterative && (method != DDIM_METHOD_HYBRID || encoder != NULL)));
   g_autoptr (DdimLatent) latent = job.latent;
   source_clear (&src);
   if (rc != CLI_EXIT_OK)
@@ -308,7 +348,10 @@ cli_cmd_invert (int argc, char **argv)
   latent->image_height = src.image_height;
   g_free (latent->resize);
   latent->resize = g_strdup (src.resize);
-  if (!quiet)
+  if (!quiet && encoder)
+    fprintf (stderr, "invert: method %s (encoder %s), %d model evaluations\n",
+             ddim_inversion_method_to_string (method), encoder_path, job.stats.model_evals);
+  else if (!quiet)
     fprintf (stderr, "invert: method %s, %d model evaluations\n",
              ddim_inversion_method_to_string (method), job.stats.model_evals);
 

@@ -28,6 +28,10 @@ static const CliCommand commands[] = {
   { "directions", cli_cmd_directions, "List, fit or discover semantic directions" },
   { "interpolate", cli_cmd_interpolate, "Frames between two images through their latents" },
   { "train", cli_cmd_train, "Train a model from a config.json on Fashion-MNIST or images" },
+  { "train-encoder", cli_cmd_train_encoder,
+    "Train a model's learned inversion encoder (--method encoder)" },
+  { "eval-classifier", cli_cmd_eval_classifier,
+    "Train or test the Fashion-MNIST classifier; class histogram of samples" },
   { "bench", cli_cmd_bench, "Time the UNet forward pass with random weights" },
 };
 
@@ -41,9 +45,9 @@ print_main_help (FILE *out)
            "\n"
            "Commands:\n");
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-    fprintf (out, "  %-13s %s\n", commands[i].name, commands[i].summary);
+    fprintf (out, "  %-15s %s\n", commands[i].name, commands[i].summary);
   fprintf (out,
-           "  %-13s %s\n"
+           "  %-15s %s\n"
            "\n"
            "Run 'ddim COMMAND --help' (or 'ddim help COMMAND') for a command's options.\n"
            "\n"

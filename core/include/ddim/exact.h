@@ -60,7 +60,10 @@ typedef enum {
   /* Optimisation through the sampling chain (optimize.h), from a zero or
    * noise start, or from the DDIM inversion ("hybrid"). Decoded by DDIM. */
   DDIM_METHOD_OPTIMIZE,
-  DDIM_METHOD_HYBRID
+  DDIM_METHOD_HYBRID,
+  /* A learned encoder's x_T = E(x0) (encoder.h; one network pass, no
+   * model evaluation). Decoded by DDIM. */
+  DDIM_METHOD_ENCODER
 } DdimInversionMethod;
 
 #define DDIM_EDICT_P_DEFAULT 0.93
@@ -70,15 +73,15 @@ typedef enum {
 #define DDIM_FIXED_POINT_ANDERSON_WINDOW_DEFAULT 3
 #define DDIM_FIXED_POINT_ANDERSON_WINDOW_MAX 8
 
-/* "ddim", "fixed-point", "edict", "bdia", "optimize", "hybrid". */
+/* "ddim", "fixed-point", "edict", "bdia", "optimize", "hybrid", "encoder". */
 const char *ddim_inversion_method_to_string (DdimInversionMethod method);
 /* A name not in that list is DDIM_ERROR_INVALID naming the valid ones. */
 gboolean    ddim_inversion_method_from_string (const char *s, DdimInversionMethod *method,
                                                GError **error);
 /* Whether the method's latent is a pair of states (EDICT, BDIA). */
 gboolean    ddim_inversion_method_is_pair (DdimInversionMethod method);
-/* The method whose decoder reads this method's latents: DDIM for DDIM and
- * fixed-point, the method itself otherwise. */
+/* The method whose decoder reads this method's latents: DDIM for DDIM,
+ * fixed-point, optimize, hybrid and encoder, the method itself otherwise. */
 DdimInversionMethod ddim_inversion_method_decoder (DdimInversionMethod method);
 
 typedef struct {
@@ -102,6 +105,10 @@ typedef struct {
   /* the start for an init of DDIM_OPTIMIZE_INIT_GIVEN (e.g. an encoder's
    * output), [C, H, W]. */
   const float *optimize_start;
+  /* encoder: the learned encoder (encoder.h), required by that method.
+   * hybrid: when set (and the init is not GIVEN), the optimisation starts
+   * from its output instead of the DDIM inversion. NULL: none. */
+  const struct _DdimEncoder *encoder;
 } DdimExactOptions;
 
 /* Defaults: 10 iterations, tolerance 1e-4, Anderson window 3, p = 0.93,
@@ -152,7 +159,11 @@ gboolean ddim_decode_bdia (DdimUNet *unet, const DdimSchedule *schedule, const f
  * eps at the step's sampling timestep) and edict_p / bdia_gamma filled in;
  * image_width/height are @width/@height, resize "fit", model_sha256 NULL:
  * the caller sets those. @exact may be NULL (defaults). For DDIM this is
- * ddim_invert with @options (its trajectory included). */
+ * ddim_invert with @options (its trajectory included). "encoder" needs
+ * exact->encoder (DDIM_ERROR_INVALID without one), trained for @options'
+ * steps and spacing and the model's channels (DDIM_ERROR_MISMATCH
+ * otherwise); its latent has eps_at @options->eps_at (unused by its
+ * decoder). */
 DdimLatent *ddim_invert_with_method (DdimUNet *unet, const DdimSchedule *schedule,
                                      const float *x0, int height, int width,
                                      DdimInversionMethod method, const DdimExactOptions *exact,

@@ -7,13 +7,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "ddim/encoder.h"
 #include "ddim/error.h"
 #include "ddim/exact.h"
 
 /* ---- methods and options ---------------------------------------------- */
 
 static const char *const method_names[] = { "ddim", "fixed-point", "edict", "bdia", "optimize",
-                                              "hybrid" };
+                                              "hybrid", "encoder" };
 
 const char *
 ddim_inversion_method_to_string (DdimInversionMethod m)
@@ -33,7 +34,8 @@ ddim_inversion_method_from_string (const char *s, DdimInversionMethod *m, GError
         return TRUE;
       }
   g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-               "method '%s' is not one of ddim, fixed-point, edict, bdia", s ? s : "(null)");
+               "method '%s' is not one of ddim, fixed-point, edict, bdia, optimize, hybrid, "
+               "encoder", s ? s : "(null)");
   return FALSE;
 }
 
@@ -46,7 +48,8 @@ ddim_inversion_method_is_pair (DdimInversionMethod m)
 DdimInversionMethod
 ddim_inversion_method_decoder (DdimInversionMethod m)
 {
-  return (m == DDIM_METHOD_FIXED_POINT || m == DDIM_METHOD_OPTIMIZE || m == DDIM_METHOD_HYBRID)
+  return (m == DDIM_METHOD_FIXED_POINT || m == DDIM_METHOD_OPTIMIZE || m == DDIM_METHOD_HYBRID
+          || m == DDIM_METHOD_ENCODER)
            ? DDIM_METHOD_DDIM : m;
 }
 
@@ -652,7 +655,8 @@ ddim_latent_get_method (const DdimLatent *l, DdimInversionMethod *m, GError **er
       }
   g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
                "latent was made with method '%s', which this version cannot decode (it "
-               "knows ddim, fixed-point, edict, bdia)", l->method ? l->method : "(none)");
+               "knows ddim, fixed-point, edict, bdia, optimize, hybrid, encoder)",
+               l->method ? l->method : "(none)");
   return FALSE;
 }
 
@@ -683,6 +687,39 @@ ddim_latent_check_method (const DdimLatent *l, DdimInversionMethod expected, GEr
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
                    "latent file: method '%s' needs metadata '%s', a number in (0, 1]", l->method,
                    m == DDIM_METHOD_EDICT ? "edict_p" : "bdia_gamma");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Whether @e can invert for the model of config @c with @o's steps and
+ * spacing (@exact_steps: an "encoder" latent must be decoded with the
+ * steps it was trained for). */
+static gboolean
+check_encoder (const DdimEncoder *e, const DdimUNetConfig *c, const DdimRunOptions *o,
+               gboolean exact_steps, GError **error)
+{
+  if (e == NULL)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "method 'encoder' needs a trained encoder (see 'ddim train-encoder')");
+      return FALSE;
+    }
+  if (ddim_encoder_get_channels (e) != c->in_channels)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
+                   "the encoder takes %d channels but the model %d",
+                   ddim_encoder_get_channels (e), c->in_channels);
+      return FALSE;
+    }
+  if (exact_steps
+      && (ddim_encoder_get_steps (e) != o->steps || ddim_encoder_get_spacing (e) != o->spacing))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
+                   "the encoder was trained for %d steps with %s spacing, not %d steps with %s "
+                   "spacing", ddim_encoder_get_steps (e),
+                   ddim_spacing_to_string (ddim_encoder_get_spacing (e)), o->steps,
+                   ddim_spacing_to_string (o->spacing));
       return FALSE;
     }
   return TRUE;
@@ -733,6 +770,14 @@ ddim_invert_with_method (DdimUNet *unet, const DdimSchedule *s, const float *x0,
                               exact->edict_p, o, stats, error))
         return NULL;
       break;
+    case DDIM_METHOD_ENCODER:
+      l->eps_at = o->eps_at;
+      if (!check_encoder (exact->encoder, c, o, TRUE, error)
+          || !ddim_encoder_encode (exact->encoder, x0, 1, height, width, l->latent, error))
+        return NULL;
+      if (o->progress)
+        o->progress (1, 1, o->progress_data);
+      break;
     case DDIM_METHOD_OPTIMIZE:
     case DDIM_METHOD_HYBRID:
       {
@@ -744,9 +789,29 @@ ddim_invert_with_method (DdimUNet *unet, const DdimSchedule *s, const float *x0,
         if (method == DDIM_METHOD_OPTIMIZE && oo.init == DDIM_OPTIMIZE_INIT_DDIM)
           oo.init = DDIM_OPTIMIZE_INIT_NOISE;
         if (method == DDIM_METHOD_HYBRID && oo.init != DDIM_OPTIMIZE_INIT_GIVEN)
-          oo.init = DDIM_OPTIMIZE_INIT_DDIM;
-        if (oo.init == DDIM_OPTIMIZE_INIT_GIVEN)
-          memcpy (l->latent, exact->optimize_start, sizeof (float) * n);
+          {
+            oo.init = DDIM_OPTIMIZE_INIT_DDIM;
+            if (exact->encoder)
+              {
+                /* The encoder's x_T as the start (any steps: it is only
+                 * where the descent begins). */
+                if (!check_encoder (exact->encoder, c, o, FALSE, error)
+                    || !ddim_encoder_encode (exact->encoder, x0, 1, height, width, l->latent,
+                                             error))
+                  return NULL;
+                oo.init = DDIM_OPTIMIZE_INIT_GIVEN;
+              }
+          }
+        else if (oo.init == DDIM_OPTIMIZE_INIT_GIVEN)
+          {
+            if (exact->optimize_start == NULL)
+              {
+                g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                             "a given optimisation start needs optimize_start");
+                return NULL;
+              }
+            memcpy (l->latent, exact->optimize_start, sizeof (float) * n);
+          }
         l->eps_at = o->eps_at;
         DdimOptimizeStats ost;
         if (!ddim_invert_optimize (unet, s, x0, l->latent, height, width, o, &oo, &ost, error))
