@@ -15,6 +15,37 @@ ddim_plugin_add_model_argument (GimpProcedure *procedure)
 }
 
 void
+ddim_plugin_add_inversion_arguments (GimpProcedure *procedure)
+{
+  gimp_procedure_add_int_argument (procedure, "steps", _("_Steps"),
+      _("Number of DDIM steps (more: slower, closer to the exact inverse)"),
+      1, 1000, 50, G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument (procedure, "method", _("Inversion _method"),
+      _("How the image is inverted"),
+      gimp_choice_new_with_values (
+          "ddim", DDIM_METHOD_DDIM, _("DDIM"),
+          _("Plain DDIM inversion: one model evaluation per step, approximate"),
+          "fixed-point", DDIM_METHOD_FIXED_POINT, _("Fixed-point"),
+          _("Each step solved by fixed-point iteration: several evaluations per step, "
+            "closer to exact"),
+          "edict", DDIM_METHOD_EDICT, _("EDICT"),
+          _("Two coupled sequences, exactly invertible: two evaluations per step"),
+          "bdia", DDIM_METHOD_BDIA, _("BDIA"),
+          _("Bidirectional integration, exactly invertible: one evaluation per step"),
+          NULL),
+      "ddim", G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument (procedure, "resize", _("_Resolution"),
+      _("How the layer's size is matched to the model"),
+      gimp_choice_new_with_values (
+          "fit", DDIM_RESIZE_MODE_FIT, _("Fit to model size (detail transfer)"),
+          _("Resize to the model's size; results are brought back to the layer's size"),
+          "native", DDIM_RESIZE_MODE_NATIVE, _("Native size (fully convolutional)"),
+          _("Run the model at the layer's own size (padded to the model's size factor)"),
+          NULL),
+      "fit", G_PARAM_READWRITE);
+}
+
+void
 ddim_plugin_set_error (GError **error, const char *format, ...)
 {
   if (error == NULL)
@@ -120,6 +151,8 @@ void
 ddim_plugin_progress_start (DdimProgress *progress, const char *title, const char *step_format)
 {
   progress->step_format = step_format;
+  progress->offset = 0;
+  progress->total = 0;
   gimp_progress_init (title);
 }
 
@@ -127,6 +160,9 @@ void
 ddim_plugin_progress_cb (int done, int total, gpointer data)
 {
   DdimProgress *progress = data;
+  done += progress->offset;
+  if (progress->total > 0)
+    total = progress->total;
   gimp_progress_set_text_printf (progress->step_format, done, total);
   gimp_progress_update (total > 0 ? (double) done / total : 0.0);
 }
@@ -209,6 +245,8 @@ write_pixels (GimpLayer *layer)
 {
   GimpDrawable *drawable = GIMP_DRAWABLE (layer);
   const float *rgba = g_object_get_data (G_OBJECT (layer), "ddim-pixels");
+  if (rgba == NULL)   /* not made by ddim_plugin_new_layer */
+    return;
   int width = gimp_drawable_get_width (drawable), height = gimp_drawable_get_height (drawable);
   gsize n = (gsize) width * height;
   gboolean gray = gimp_drawable_is_gray (drawable);
@@ -238,7 +276,13 @@ ddim_plugin_insert_above (GimpImage *image, GimpLayer *layer, GimpLayer *above)
 {
   GimpItem *parent = gimp_item_get_parent (GIMP_ITEM (above));
   int position = gimp_image_get_item_position (image, GIMP_ITEM (above));
-  gimp_image_insert_layer (image, layer, parent ? GIMP_LAYER (parent) : NULL, position);
+  ddim_plugin_insert (image, layer, parent ? GIMP_LAYER (parent) : NULL, position);
+}
+
+void
+ddim_plugin_insert (GimpImage *image, GimpLayer *layer, GimpLayer *parent, int position)
+{
+  gimp_image_insert_layer (image, layer, parent, position);
   write_pixels (layer);
   gimp_drawable_update (GIMP_DRAWABLE (layer), 0, 0, gimp_drawable_get_width (GIMP_DRAWABLE (layer)),
                         gimp_drawable_get_height (GIMP_DRAWABLE (layer)));
@@ -280,6 +324,7 @@ ddim_source_info_free (DdimSourceInfo *info)
     return;
   g_free (info->name);
   g_free (info->model_folder);
+  g_free (info->checksum);
   g_free (info);
 }
 
@@ -297,6 +342,8 @@ ddim_source_info_to_bytes (const DdimSourceInfo *info)
   g_key_file_set_uint64 (kf, SOURCE_GROUP, "tattoo", info->tattoo);
   g_key_file_set_string (kf, SOURCE_GROUP, "model-folder",
                          info->model_folder ? info->model_folder : "");
+  if (info->checksum != NULL)
+    g_key_file_set_string (kf, SOURCE_GROUP, "checksum", info->checksum);
   gsize length = 0;
   char *text = g_key_file_to_data (kf, &length, NULL);
   return g_bytes_new_take (text, length);
@@ -335,5 +382,14 @@ ddim_source_info_new_from_bytes (GBytes *bytes)
                   error ? error->message : "bad size");
       return NULL;
     }
+  /* Optional (older latents lack it). */
+  info->checksum = g_key_file_get_string (kf, SOURCE_GROUP, "checksum", NULL);
   return g_steal_pointer (&info);
+}
+
+DdimSourceInfo *
+ddim_source_info_get (GimpItem *item)
+{
+  g_autoptr (GBytes) bytes = ddim_plugin_get_parasite (item, DDIM_PARASITE_SOURCE);
+  return bytes ? ddim_source_info_new_from_bytes (bytes) : NULL;
 }

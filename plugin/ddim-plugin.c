@@ -14,10 +14,11 @@ struct _DdimPlugin
 
 G_DEFINE_TYPE (DdimPlugin, ddim_plugin, GIMP_TYPE_PLUG_IN)
 
-/* Semantic edit and Interpolate latents go here when they exist. */
 static const DdimProcedureInfo *const procedures[] = {
   &ddim_invert_procedure,
   &ddim_reconstruct_procedure,
+  &ddim_semantic_edit_procedure,
+  &ddim_interpolate_procedure,
 };
 
 static const DdimProcedureInfo *

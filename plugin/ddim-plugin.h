@@ -41,6 +41,8 @@ typedef struct {
 
 extern const DdimProcedureInfo ddim_invert_procedure;
 extern const DdimProcedureInfo ddim_reconstruct_procedure;
+extern const DdimProcedureInfo ddim_semantic_edit_procedure;
+extern const DdimProcedureInfo ddim_interpolate_procedure;
 
 /* Resize choice ids. */
 typedef enum {
@@ -55,13 +57,17 @@ typedef struct {
   int    x, y, width, height;   /* the inverted region, image coordinates */
   guint  tattoo;                /* the source layer's tattoo */
   char  *model_folder;          /* absolute */
+  char  *checksum;              /* of the region's pixels (ddim_plugin_pixels_checksum);
+                                 * NULL when unknown */
 } DdimSourceInfo;
 
 void            ddim_source_info_free (DdimSourceInfo *info);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DdimSourceInfo, ddim_source_info_free)
 
-/* Common arguments. */
+/* Common arguments: "model-folder"; "steps", "method" and "resize" (the
+ * settings of an inversion). */
 void            ddim_plugin_add_model_argument (GimpProcedure *procedure);
+void            ddim_plugin_add_inversion_arguments (GimpProcedure *procedure);
 
 /* An EXECUTION_ERROR return with @error (taken). */
 GimpValueArray *ddim_plugin_fail (GimpProcedure *procedure, GError *error);
@@ -88,6 +94,8 @@ DdimModel      *ddim_plugin_load_model (const char *folder, char **used_folder, 
  * in "Inverting: step 12/50". */
 typedef struct {
   const char *step_format;
+  int         offset;   /* added to each step count ... */
+  int         total;    /* ... shown out of this total, when > 0 */
 } DdimProgress;
 void            ddim_plugin_progress_start (DdimProgress *progress, const char *title,
                                             const char *step_format);
@@ -111,6 +119,9 @@ GimpLayer      *ddim_plugin_new_layer (GimpImage *image, const char *name, int w
                                        int height, const float *rgba);
 /* Inserts @layer just above @above (in its group). */
 void            ddim_plugin_insert_above (GimpImage *image, GimpLayer *layer, GimpLayer *above);
+/* Inserts @layer into @parent (NULL: the image's top level) at @position. */
+void            ddim_plugin_insert (GimpImage *image, GimpLayer *layer, GimpLayer *parent,
+                                    int position);
 
 /* Persistent, undoable parasites. */
 gboolean        ddim_plugin_attach (GimpItem *item, const char *name, GBytes *data,
@@ -121,5 +132,61 @@ GBytes         *ddim_plugin_get_parasite (GimpItem *item, const char *name);
 GBytes         *ddim_source_info_to_bytes (const DdimSourceInfo *info);
 /* NULL (and a message on stderr) when @bytes cannot be read. */
 DdimSourceInfo *ddim_source_info_new_from_bytes (GBytes *bytes);
+/* The source parasite of @item, NULL when it has none (or a bad one). */
+DdimSourceInfo *ddim_source_info_get (GimpItem *item);
+
+/* ---- Inversion shared by Invert to latent, Semantic edit and Interpolate
+ * latents (latents.c). */
+
+/* What makes a latent: the model (borrowed), steps, method, resize. */
+typedef struct {
+  DdimModel          *model;
+  int                 steps;
+  DdimInversionMethod method;
+  gboolean            native;
+} DdimInvertSettings;
+
+/* The part of @layer the procedure works on, in layer coordinates: the
+ * selection's bounds within the layer (@use_selection), else the whole
+ * layer. Error when the selection does not overlap the layer. @partial
+ * (optional): whether that is less than the whole layer. */
+gboolean        ddim_plugin_get_region (GimpLayer *layer, gboolean use_selection, int *x, int *y,
+                                        int *width, int *height, gboolean *partial,
+                                        GError **error);
+/* Checks steps against the model and a @width x @height region (of layer
+ * @name) against the model's smallest side and, native, the largest; then
+ * gives the size the model runs at (@mw x @mh): its sample_size (fit) or
+ * the region padded to the size factor (native). */
+gboolean        ddim_plugin_check_settings (const DdimInvertSettings *settings,
+                                            const char *name, int width, int height,
+                                            gboolean partial, int *mw, int *mh,
+                                            GError **error);
+/* The model input [C, mh, mw] for RGBA pixels of @width x @height. */
+float          *ddim_plugin_model_input (const DdimInvertSettings *settings, const float *rgba,
+                                         int width, int height, int mw, int mh);
+/* Inverts @x0 [C, mh, mw] with progress "Inverting: step i/N"; the latent
+ * records the model's hash, @width x @height as the image size and the
+ * resize mode. */
+DdimLatent     *ddim_plugin_invert (const DdimInvertSettings *settings, const float *x0, int mw,
+                                    int mh, int width, int height, GError **error);
+/* SHA-256 of RGBA pixels (g_free). */
+char           *ddim_plugin_pixels_checksum (const float *rgba, int width, int height);
+/* A latent of @source's region (@x, @y, @width x @height in image
+ * coordinates) whose pixels had @checksum, made with @settings: searched
+ * first on @first (when not NULL), then on every layer of @image, among the
+ * layers made by Invert to latent (both parasites). NULL when there is
+ * none. @found (optional) receives the layer it was on. */
+DdimLatent     *ddim_plugin_find_latent (GimpImage *image, GimpLayer *first, GimpLayer *source,
+                                         int x, int y, int width, int height,
+                                         const char *checksum,
+                                         const DdimInvertSettings *settings,
+                                         GimpLayer **found);
+/* Whether @latent was made with @settings at model size @mw x @mh from a
+ * @width x @height image. */
+gboolean        ddim_plugin_latent_matches (const DdimLatent *latent,
+                                            const DdimInvertSettings *settings, int mw, int mh,
+                                            int width, int height);
+/* The text for a latent's settings, "10 steps, DDIM, fit" (g_free). */
+char           *ddim_plugin_latent_describe (const DdimLatent *latent);
 
 G_END_DECLS

@@ -6,9 +6,13 @@
  *       Fashion-MNIST test image INDEX (28x28, gray as RGB) from DIR
  *       (default /usr/share/datasets/fashion-mnist)
  *   ddim-gimp-check compare A.png B.png [--channels rgb|alpha] [--max-diff N]
- *                                       [--min-psnr DB]
+ *                                       [--min-diff N] [--min-psnr DB]
+ *                                       [--inside M.png | --outside M.png]
  *       same size, then the largest difference (0..255) and PSNR (peak 255)
- *       of the channels; exit 1 when a bound is not met
+ *       of the channels; exit 1 when a bound is not met (--min-diff: the
+ *       largest difference must be at least N). --inside / --outside
+ *       compare only the pixels where the mask M (its first channel, same
+ *       size) is 255 / 0.
  *
  * Exit status 2 for usage and file errors. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
@@ -107,9 +111,9 @@ cmd_compare (int argc, char **argv)
 {
   if (argc < 4)
     return fail ("usage: compare A.png B.png [--channels rgb|alpha] [--max-diff N] "
-                 "[--min-psnr DB]");
-  const char *channels = "rgb";
-  int max_diff = -1;
+                 "[--min-diff N] [--min-psnr DB] [--inside M.png | --outside M.png]");
+  const char *channels = "rgb", *mask_file = NULL;
+  int max_diff = -1, min_diff = -1, mask_value = 0;
   double min_psnr = -1;
   for (int i = 4; i + 1 < argc; i += 2)
     {
@@ -117,8 +121,15 @@ cmd_compare (int argc, char **argv)
         channels = argv[i + 1];
       else if (strcmp (argv[i], "--max-diff") == 0)
         max_diff = atoi (argv[i + 1]);
+      else if (strcmp (argv[i], "--min-diff") == 0)
+        min_diff = atoi (argv[i + 1]);
       else if (strcmp (argv[i], "--min-psnr") == 0)
         min_psnr = g_ascii_strtod (argv[i + 1], NULL);
+      else if (strcmp (argv[i], "--inside") == 0 || strcmp (argv[i], "--outside") == 0)
+        {
+          mask_file = argv[i + 1];
+          mask_value = strcmp (argv[i], "--inside") == 0 ? 255 : 0;
+        }
       else
         return fail ("unknown option %s", argv[i]);
     }
@@ -139,6 +150,15 @@ cmd_compare (int argc, char **argv)
                gdk_pixbuf_get_width (b), gdk_pixbuf_get_height (b));
       return 1;
     }
+  g_autoptr (GdkPixbuf) m = NULL;
+  if (mask_file != NULL)
+    {
+      m = gdk_pixbuf_new_from_file (mask_file, &error);
+      if (m == NULL)
+        return fail ("%s", error->message);
+      if (gdk_pixbuf_get_width (m) != w || gdk_pixbuf_get_height (m) != h)
+        return fail ("%s is not %dx%d", mask_file, w, h);
+    }
   int na = gdk_pixbuf_get_n_channels (a), nb = gdk_pixbuf_get_n_channels (b);
   int sa = gdk_pixbuf_get_rowstride (a), sb = gdk_pixbuf_get_rowstride (b);
   const guchar *pa = gdk_pixbuf_read_pixels (a), *pb = gdk_pixbuf_read_pixels (b);
@@ -149,6 +169,10 @@ cmd_compare (int argc, char **argv)
     for (int x = 0; x < w; x++)
       {
         const guchar *p = pa + y * sa + x * na, *q = pb + y * sb + x * nb;
+        if (m != NULL && gdk_pixbuf_read_pixels (m)[y * gdk_pixbuf_get_rowstride (m)
+                                                    + x * gdk_pixbuf_get_n_channels (m)]
+                             != mask_value)
+          continue;
         for (int c = alpha_only ? 3 : 0; c < (alpha_only ? 4 : 3); c++)
           {
             int u = c < na ? p[c] : 255, v = c < nb ? q[c] : 255;
@@ -159,11 +183,22 @@ cmd_compare (int argc, char **argv)
           }
       }
   double psnr = sse == 0 ? INFINITY : 10 * log10 (255.0 * 255.0 / (sse / count));
-  g_print ("%s vs %s (%s, %dx%d): max diff %d, PSNR %.2f dB\n", argv[2], argv[3], channels, w,
-           h, worst, psnr);
+  g_print ("%s vs %s (%s, %dx%d%s%s, %zu values): max diff %d, PSNR %.2f dB\n", argv[2],
+           argv[3], channels, w, h, mask_file ? (mask_value ? ", inside " : ", outside ") : "",
+           mask_file ? mask_file : "", count, worst, psnr);
+  if (count == 0)
+    {
+      g_print ("FAIL: no pixels compared\n");
+      return 1;
+    }
   if (max_diff >= 0 && worst > max_diff)
     {
       g_print ("FAIL: max diff %d > %d\n", worst, max_diff);
+      return 1;
+    }
+  if (min_diff >= 0 && worst < min_diff)
+    {
+      g_print ("FAIL: max diff %d < %d (no change)\n", worst, min_diff);
       return 1;
     }
   if (min_psnr >= 0 && psnr < min_psnr)

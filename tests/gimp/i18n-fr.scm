@@ -4,5 +4,7 @@
 ;; env: LANGUAGE=fr
 ;; post: grep -F '"Inverser en latent…"' "$GIMP_PROFILE/pluginrc"
 ;; post: grep -F '"Reconstruire…"' "$GIMP_PROFILE/pluginrc"
+;; post: grep -F '"Modification sémantique…"' "$GIMP_PROFILE/pluginrc"
+;; post: grep -F '"Interpoler les latents…"' "$GIMP_PROFILE/pluginrc"
 
 (test-done)

@@ -74,3 +74,25 @@
     (check (= (layer-count img) before) "the layer count is unchanged")
     (check (not (gimp-image-is-dirty img)) "the image is unchanged (not dirty)")
     (note "ERROR-PATH-CHECKED")))
+
+; Writes what IMG shows (its visible layers merged) to FILE (PNG) in test-dir.
+(define (export-visible img file)
+  (let ((dup (gimp-image-duplicate img)))
+    (for-each (lambda (l) (if (not (gimp-item-get-visible l)) (gimp-image-remove-layer dup l)))
+              (vector->list (gimp-image-get-layers dup)))
+    (gimp-image-merge-visible-layers dup CLIP-TO-IMAGE)
+    (gimp-file-save RUN-NONINTERACTIVE dup (path file) -1)
+    (gimp-image-delete dup)))
+
+; Writes IMG's selection mask (255 selected, 0 not) to FILE (PNG) in test-dir.
+(define (export-selection img file)
+  (let* ((channel (gimp-selection-save img))
+         (out (gimp-image-new (gimp-image-get-width img) (gimp-image-get-height img) GRAY))
+         (layer (gimp-layer-new-from-drawable channel out)))
+    (gimp-image-insert-layer out layer 0 0)
+    (gimp-file-save RUN-NONINTERACTIVE out (path file) -1)
+    (gimp-image-delete out)
+    (gimp-image-remove-channel img channel)))
+
+; The children of a layer group, top first.
+(define (children group) (vector->list (gimp-item-get-children group)))

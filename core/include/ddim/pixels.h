@@ -74,6 +74,22 @@ void  ddim_pixels_detail_transfer (const float *original, int channels, int widt
                                    const float *edited, const float *reference, int small_width,
                                    int small_height, float *out);
 
+/* Adds a change made by the model to RGBA pixels, in place, through a mask
+ * (Semantic edit's "original + upsample (edited - reconstructed)" in pixel
+ * space):
+ *   rgba[c] = clamp (rgba[c] + mask * delta[c] / 2, 0, 1)
+ * @delta is planar [channels, height, width] in tensor units (a change of 2
+ * spans 0..1); 1 channel is added to R, G and B alike, 3 channels to R, G,
+ * B. Alpha is kept. A colour value whose change is 0 (mask 0 or delta 0) is
+ * left exactly as it was, not clamped, so pixels outside the mask and a
+ * zero delta reproduce the input bit for bit. NULL @mask: 1 everywhere. */
+void  ddim_pixels_rgba_add_delta (float *rgba, int width, int height, const float *delta,
+                                  int channels, const float *mask);
+
+/* out = a + t * (b - a) for @n floats (t 0 gives @a exactly, 1 gives @b).
+ * @out may alias @a or @b. */
+void  ddim_pixels_mix (const float *a, const float *b, gsize n, double t, float *out);
+
 /* Blends @result (in place) over @base through @mask:
  *   result = base + mask * (result - base)
  * all planar [channels, height, width], @mask W*H. A NULL @mask leaves

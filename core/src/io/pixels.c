@@ -267,6 +267,35 @@ ddim_pixels_blend_mask (float *result, const float *base, const float *mask, int
 }
 
 void
+ddim_pixels_rgba_add_delta (float *rgba, int width, int height, const float *delta,
+                            int channels, const float *mask)
+{
+  g_return_if_fail (rgba != NULL && delta != NULL && width > 0 && height > 0);
+  g_return_if_fail (channels == 1 || channels == 3);
+  gsize plane = (gsize) width * height;
+  for (gsize i = 0; i < plane; i++)
+    {
+      float m = mask ? clampf (mask[i], 0.0f, 1.0f) : 1.0f;
+      if (m == 0.0f)
+        continue;
+      for (int c = 0; c < 3; c++)
+        {
+          float d = m * 0.5f * delta[(gsize) (channels == 1 ? 0 : c) * plane + i];
+          if (d != 0.0f)
+            rgba[4 * i + c] = clampf (rgba[4 * i + c] + d, 0.0f, 1.0f);
+        }
+    }
+}
+
+void
+ddim_pixels_mix (const float *a, const float *b, gsize n, double t, float *out)
+{
+  g_return_if_fail (a != NULL && b != NULL && out != NULL);
+  for (gsize i = 0; i < n; i++)
+    out[i] = t == 0.0 ? a[i] : t == 1.0 ? b[i] : (float) (a[i] + t * (b[i] - a[i]));
+}
+
+void
 ddim_pixels_apply_mask (float *alpha, const float *mask, int width, int height)
 {
   g_return_if_fail (alpha != NULL);

@@ -1,0 +1,352 @@
+/* plug-in-ddim-semantic-edit, "Semantic edit…": moves the layer (or the
+ * selected part of it) along a semantic direction of the model and adds
+ * the result as a new layer "Edit of <name>: <direction> ×<strength>".
+ *
+ * The region (the selection's bounds within the layer) is inverted, or a
+ * latent of it is reused: one on a layer made by Invert to latent from
+ * exactly these pixels (same region, same pixel checksum) with the same
+ * model, steps, method and resolution. Run on such a latent layer, the
+ * procedure works on the layer the latent was made from (found by its
+ * tattoo), over the region that was inverted.
+ *
+ * From the latent x_T it samples twice with deterministic DDIM: once plain
+ * (the reconstruction; ddim_edit at strength 0, which is ddim_sample bit
+ * for bit) and once edited (ddim/edit.h). Only the difference reaches the
+ * picture: result = original + upsample (edited - reconstructed), at the
+ * layer's full resolution, through the selection mask (a feathered
+ * selection fades the edit out; outside it, and wherever the difference
+ * is 0, the pixels are the original's bit for bit). Latents of EDICT and
+ * BDIA are pairs; the edit samples from their first state with plain DDIM,
+ * and since only the difference of two such samplings is used, that is
+ * consistent. */
+#include "ddim-plugin.h"
+
+#include <math.h>
+#include <string.h>
+
+static void
+edit_add_arguments (GimpProcedure *procedure)
+{
+  ddim_plugin_add_model_argument (procedure);
+  ddim_plugin_add_inversion_arguments (procedure);
+  gimp_procedure_add_string_argument (procedure, "direction", _("_Direction"),
+      _("A direction of the model (a name in its directions.safetensors, or component-N: "
+        "the N-th unsupervised or PCA direction there, from 1), or the path of a directions "
+        "file (holding one direction, or FILE#NAME)"),
+      "component-1", G_PARAM_READWRITE);
+  gimp_procedure_add_double_argument (procedure, "strength", _("S_trength"),
+      _("How far to move along the direction; negative: the opposite way, 0: no change"),
+      -10000.0, 10000.0, 1.0, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument (procedure, "t-edit", _("Edit _interval start (t)"),
+      _("The edit acts over the timesteps from this one up (0 or -1: the direction's own "
+        "interval)"),
+      -1, 100000, -1, G_PARAM_READWRITE);
+  gimp_procedure_add_layer_return_value (procedure, "edit-layer", _("Edited layer"),
+      _("The new layer with the edit"), FALSE, G_PARAM_READWRITE);
+}
+
+/* @arg as a file: the whole string when it names a file, else the part
+ * before the last '#' when that does (then *@name is the rest). NULL when
+ * neither is a file. */
+static char *
+split_file_argument (const char *arg, char **name)
+{
+  *name = NULL;
+  if (g_file_test (arg, G_FILE_TEST_IS_REGULAR))
+    return g_strdup (arg);
+  const char *hash = strrchr (arg, '#');
+  if (hash != NULL && hash != arg)
+    {
+      g_autofree char *file = g_strndup (arg, hash - arg);
+      if (g_file_test (file, G_FILE_TEST_IS_REGULAR))
+        {
+          *name = g_strdup (hash + 1);
+          return g_steal_pointer (&file);
+        }
+    }
+  return NULL;
+}
+
+/* The direction named by @arg (see the argument's help), borrowed from the
+ * returned set. */
+static DdimDirectionSet *
+resolve_direction (const char *arg, const char *model_folder, DdimDirection **out,
+                   GError **error)
+{
+  g_autofree char *name = NULL;
+  g_autofree char *file = arg && *arg ? split_file_argument (arg, &name) : NULL;
+  if (file == NULL)
+    {
+      name = g_strdup (arg ? arg : "");
+      file = g_build_filename (model_folder, DDIM_DIRECTIONS_FILE, NULL);
+      if (strchr (name, G_DIR_SEPARATOR) != NULL || g_str_has_suffix (name, ".safetensors"))
+        {
+          ddim_plugin_set_error (error, _("There is no directions file “%s”."), name);
+          return NULL;
+        }
+      if (!g_file_test (file, G_FILE_TEST_EXISTS))
+        {
+          ddim_plugin_set_error (error, _("The model in “%s” has no directions file (%s), so "
+                                          "there is no direction “%s”. Make directions with "
+                                          "the ddim command-line tool (ddim directions "
+                                          "pca|discover|fit), and give the path of the file "
+                                          "as the direction."),
+                                 model_folder, DDIM_DIRECTIONS_FILE, name);
+          return NULL;
+        }
+      if (*name == '\0')
+        {
+          g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (file, NULL);
+          g_autofree char *names = set ? ddim_direction_set_list_names (set) : g_strdup ("");
+          ddim_plugin_set_error (error, _("Choose a direction; available: %s."), names);
+          return NULL;
+        }
+    }
+  g_autoptr (GError) sub = NULL;
+  g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (file, &sub);
+  if (set == NULL)
+    {
+      ddim_plugin_set_error (error, _("The directions file “%s” cannot be read: %s."), file,
+                             sub->message);
+      return NULL;
+    }
+  guint n = ddim_direction_set_get_n (set);
+  if (name == NULL || *name == '\0')
+    {
+      if (n != 1)
+        {
+          g_autofree char *names = ddim_direction_set_list_names (set);
+          ddim_plugin_set_error (error, _("The directions file “%s” holds %u directions (%s); "
+                                          "choose one as “%s#NAME”."), file, n, names, file);
+          return NULL;
+        }
+      *out = ddim_direction_set_get_nth (set, 0);
+      return g_steal_pointer (&set);
+    }
+  *out = ddim_direction_set_lookup (set, name, NULL);
+  if (*out == NULL)
+    {
+      g_autofree char *names = ddim_direction_set_list_names (set);
+      ddim_plugin_set_error (error, _("There is no direction “%s” in “%s”; available: %s."),
+                             name, file, names);
+      return NULL;
+    }
+  return g_steal_pointer (&set);
+}
+
+static GimpValueArray *
+edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
+          GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
+{
+  (void) run_data;
+  GError *error = NULL;
+  gegl_init (NULL, NULL);
+
+  GimpLayer *selected = ddim_plugin_get_layer (image, drawables, &error);
+  if (selected == NULL)
+    return ddim_plugin_fail (procedure, error);
+
+  /* On a latent layer: the layer it was made from, over the inverted
+   * region. */
+  GimpLayer *picture = selected, *latent_layer = NULL;
+  g_autoptr (DdimSourceInfo) source = NULL;
+  g_autoptr (GBytes) own_latent = ddim_plugin_get_parasite (GIMP_ITEM (selected),
+                                                            DDIM_PARASITE_LATENT);
+  if (own_latent != NULL)
+    {
+      g_autofree char *selected_name = gimp_item_get_name (GIMP_ITEM (selected));
+      source = ddim_source_info_get (GIMP_ITEM (selected));
+      GimpLayer *original = source ? gimp_image_get_layer_by_tattoo (image, source->tattoo)
+                                   : NULL;
+      if (original == NULL || original == selected
+          || gimp_item_is_group (GIMP_ITEM (original)))
+        {
+          ddim_plugin_set_error (&error, _("Layer “%s” holds a latent, but the layer it was "
+                                           "made from is no longer in the image. Run Semantic "
+                                           "edit on the picture layer."), selected_name);
+          return ddim_plugin_fail (procedure, error);
+        }
+      picture = original;
+      latent_layer = selected;
+    }
+  GimpDrawable *drawable = GIMP_DRAWABLE (picture);
+  g_autofree char *name = gimp_item_get_name (GIMP_ITEM (picture));
+
+  if (run_mode == GIMP_RUN_INTERACTIVE
+      && !ddim_plugin_dialog (procedure, config, _("Semantic edit")))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
+
+  g_autofree char *folder = NULL;
+  g_autofree char *direction_arg = NULL;
+  int steps = 50, t_edit = -1;
+  double strength = 0.0;
+  g_object_get (config, "model-folder", &folder, "steps", &steps, "direction", &direction_arg,
+                "strength", &strength, "t-edit", &t_edit, NULL);
+  DdimInversionMethod method =
+      (DdimInversionMethod) gimp_procedure_config_get_choice_id (config, "method");
+  gboolean native =
+      gimp_procedure_config_get_choice_id (config, "resize") == DDIM_RESIZE_MODE_NATIVE;
+
+  if (!isfinite (strength))
+    {
+      char text[G_ASCII_DTOSTR_BUF_SIZE];
+      g_ascii_dtostr (text, sizeof text, strength);
+      ddim_plugin_set_error (&error, _("The strength must be a finite number, not %s."), text);
+      return ddim_plugin_fail (procedure, error);
+    }
+
+  /* The region, in the picture layer's coordinates. */
+  int rx, ry, rw, rh, off_x, off_y;
+  gboolean partial;
+  gimp_drawable_get_offsets (drawable, &off_x, &off_y);
+  int lw = gimp_drawable_get_width (drawable), lh = gimp_drawable_get_height (drawable);
+  if (source != NULL && source->x - off_x >= 0 && source->y - off_y >= 0
+      && source->x - off_x + source->width <= lw && source->y - off_y + source->height <= lh)
+    {
+      rx = source->x - off_x;
+      ry = source->y - off_y;
+      rw = source->width;
+      rh = source->height;
+      partial = rw != lw || rh != lh;
+    }
+  else if (!ddim_plugin_get_region (picture, TRUE, &rx, &ry, &rw, &rh, &partial, &error))
+    return ddim_plugin_fail (procedure, error);
+
+  /* The model: as given; none given on a latent layer, the one the latent
+   * was made with when it is still there; else the embedded one. */
+  if ((folder == NULL || *folder == '\0') && source != NULL && source->model_folder != NULL
+      && *source->model_folder != '\0' && g_file_test (source->model_folder, G_FILE_TEST_IS_DIR))
+    {
+      g_free (folder);
+      folder = g_strdup (source->model_folder);
+    }
+  g_autofree char *model_folder = NULL;
+  g_autoptr (DdimModel) model = ddim_plugin_load_model (folder, &model_folder, &error);
+  if (model == NULL)
+    return ddim_plugin_fail (procedure, error);
+  DdimInvertSettings settings = { model, steps, method, native };
+  int mw, mh;
+  if (!ddim_plugin_check_settings (&settings, name, rw, rh, partial, &mw, &mh, &error))
+    return ddim_plugin_fail (procedure, error);
+
+  DdimDirection *direction = NULL;
+  g_autoptr (DdimDirectionSet) directions = resolve_direction (direction_arg, model_folder,
+                                                               &direction, &error);
+  if (directions == NULL)
+    return ddim_plugin_fail (procedure, error);
+  g_autoptr (GError) sub = NULL;
+  if (!ddim_direction_check (direction, model->unet, model->weights_sha256, mh, mw, &sub))
+    {
+      ddim_plugin_set_error (&error, _("Direction “%s” cannot be used with the model in “%s”: "
+                                       "%s. Use directions made for this model."),
+                             direction->name, model_folder, sub->message);
+      return ddim_plugin_fail (procedure, error);
+    }
+  int T = model->schedule->num_train_timesteps;
+  if (t_edit >= T || t_edit < -1)
+    {
+      ddim_plugin_set_error (&error, _("The edit interval must start between 1 and %d (0 or "
+                                       "-1: the direction's own), not at %d."), T - 1, t_edit);
+      return ddim_plugin_fail (procedure, error);
+    }
+  if (t_edit <= 0)
+    t_edit = -1;
+
+  /* The latent: reused, or inverted now. */
+  int C = ddim_unet_get_config (model->unet)->in_channels;
+  g_autofree float *rgba = ddim_plugin_read_rgba (drawable, rx, ry, rw, rh);
+  g_autofree char *checksum = ddim_plugin_pixels_checksum (rgba, rw, rh);
+  g_autofree float *mask = ddim_plugin_read_selection (image, off_x + rx, off_y + ry, rw, rh);
+  GimpLayer *found = NULL;
+  g_autoptr (DdimLatent) latent = ddim_plugin_find_latent (image, latent_layer, picture,
+                                                           off_x + rx, off_y + ry, rw, rh,
+                                                           checksum, &settings, &found);
+  if (latent == NULL)
+    {
+      g_autofree float *x0 = ddim_plugin_model_input (&settings, rgba, rw, rh, mw, mh);
+      latent = ddim_plugin_invert (&settings, x0, mw, mh, rw, rh, &error);
+      if (latent == NULL)
+        return ddim_plugin_fail (procedure, error);
+    }
+
+  /* Reconstruction and edit from the same x_T, the same way. */
+  gsize count = (gsize) C * mw * mh;
+  g_autofree float *reference = g_memdup2 (latent->latent, count * sizeof (float));
+  g_autofree float *edited = g_memdup2 (latent->latent, count * sizeof (float));
+  DdimProgress progress;
+  ddim_plugin_progress_start (&progress, _("Editing"), _("Editing: step %d/%d"));
+  progress.total = strength != 0.0 ? 2 * latent->steps : latent->steps;
+  DdimRunOptions o;
+  ddim_run_options_init (&o, model->schedule);
+  o.steps = latent->steps;
+  o.spacing = latent->spacing;
+  o.progress = ddim_plugin_progress_cb;
+  o.progress_data = &progress;
+  if (!ddim_edit (model->unet, model->schedule, reference, 1, mh, mw, direction, 0.0, t_edit,
+                  &o, &sub))
+    {
+      ddim_plugin_set_error (&error, _("Editing failed: %s"), sub->message);
+      return ddim_plugin_fail (procedure, error);
+    }
+  if (strength != 0.0)
+    {
+      progress.offset = latent->steps;
+      if (!ddim_edit (model->unet, model->schedule, edited, 1, mh, mw, direction, strength,
+                      t_edit, &o, &sub))
+        {
+          ddim_plugin_set_error (&error, _("Editing failed: %s"), sub->message);
+          return ddim_plugin_fail (procedure, error);
+        }
+    }
+  else
+    memcpy (edited, reference, count * sizeof (float));
+
+  /* original + upsample (edited - reconstructed), through the selection. */
+  for (gsize i = 0; i < count; i++)
+    edited[i] -= reference[i];
+  g_autofree float *delta = g_new (float, (gsize) C * rw * rh);
+  if (native)
+    ddim_pixels_crop (edited, C, mw, mh, delta, rw, rh);
+  else
+    ddim_pixels_resize (edited, C, mw, mh, delta, rw, rh, DDIM_RESIZE_SMOOTH);
+  ddim_pixels_rgba_add_delta (rgba, rw, rh, delta, C, mask);
+
+  char strength_text[G_ASCII_DTOSTR_BUF_SIZE];
+  g_ascii_formatd (strength_text, sizeof strength_text, "%g", strength);
+  g_autofree char *new_name = g_strdup_printf (_("Edit of %s: %s ×%s"), name, direction->name,
+                                               strength_text);
+
+  /* Above the layer the procedure ran on, and above the latent layer it
+   * reused when that is higher in the same stack. */
+  GimpLayer *above = selected;
+  if (found != NULL && found != selected
+      && gimp_item_get_parent (GIMP_ITEM (found)) == gimp_item_get_parent (GIMP_ITEM (selected))
+      && gimp_image_get_item_position (image, GIMP_ITEM (found))
+             < gimp_image_get_item_position (image, GIMP_ITEM (selected)))
+    above = found;
+
+  gimp_image_undo_group_start (image);
+  GimpLayer *result = ddim_plugin_new_layer (image, new_name, rw, rh, rgba);
+  gimp_layer_set_offsets (result, off_x + rx, off_y + ry);
+  ddim_plugin_insert_above (image, result, above);
+  gimp_image_undo_group_end (image);
+  gimp_progress_end ();
+
+  GimpValueArray *values = gimp_procedure_new_return_values (procedure, GIMP_PDB_SUCCESS, NULL);
+  GIMP_VALUES_SET_LAYER (values, 1, result);
+  return values;
+}
+
+const DdimProcedureInfo ddim_semantic_edit_procedure = {
+  .name = "plug-in-ddim-semantic-edit",
+  .menu_label = N_("Semantic edit…"),
+  .blurb = N_("Edit the layer along a semantic direction of a diffusion model"),
+  .help = N_("Inverts the layer, or the selected part of it (or reuses a latent made from it by "
+             "Invert to latent with the same settings), samples it back while moving along a "
+             "direction of the model's semantic latent space, and adds the change, at the "
+             "layer's full resolution and through the selection, as a new layer “Edit of "
+             "<name>: <direction> ×<strength>”."),
+  .icon = "ddim-semantic-edit.png",
+  .add_arguments = edit_add_arguments,
+  .run = edit_run,
+};
