@@ -87,6 +87,10 @@ gboolean     ddim_convnet_output_size (const DdimConvNet *net, int height, int w
 void         ddim_convnet_set_metadata (DdimConvNet *net, const char *key, const char *value);
 /* Borrowed; NULL when absent. */
 const char  *ddim_convnet_get_metadata (const DdimConvNet *net, const char *key);
+/* Metadata @key as an integer in [min, max] (min >= 0); FALSE when it is
+ * missing or not such a number. */
+gboolean    ddim_convnet_get_metadata_int (const DdimConvNet *net, const char *key, int min, int max,
+                                           int *out);
 
 /* ---- forward and backward ---- */
 

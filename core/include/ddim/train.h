@@ -49,6 +49,9 @@ typedef struct {
  * zero), weight decay 0, Adam 0.9 / 0.999 / 1e-8, clip 1.0, EMA 0.9999
  * with warm-up, no flips, seed 0, epsilon, no checkpoints, no CSV. */
 void ddim_train_options_init (DdimTrainOptions *options);
+/* Checks the optimiser part (steps, lr schedule, AdamW, clipping):
+ * DDIM_ERROR_INVALID naming the first bad field. */
+gboolean ddim_train_optimizer_options_check (const DdimTrainOptions *options, GError **error);
 
 /* ---- optimiser pieces (adamw.c) ---- */
 

@@ -3,6 +3,7 @@
  * thread, so results depend only on the inputs. */
 #include <math.h>
 
+#include "ddim/error.h"
 #include "ddim/train.h"
 
 void
@@ -103,4 +104,34 @@ ddim_ema_update (float *ema, const float *param, gsize n, double decay)
   float d = (float) decay, one_minus = (float) (1.0 - decay);
   for (gsize i = 0; i < n; i++)
     ema[i] = d * ema[i] + one_minus * param[i];
+}
+
+/* The optimiser part of the options: steps, learning-rate schedule, AdamW
+ * and clipping. DDIM_ERROR_INVALID naming the first bad field. */
+gboolean
+ddim_train_optimizer_options_check (const DdimTrainOptions *o, GError **error)
+{
+  const char *bad = NULL;
+  if (o->steps < 0)
+    bad = "steps must be >= 0";
+  else if (!(o->lr > 0 && isfinite (o->lr)))
+    bad = "lr must be a positive number";
+  else if (o->warmup_steps < 0)
+    bad = "warmup_steps must be >= 0";
+  else if (!(o->lr_min_ratio >= 0 && o->lr_min_ratio <= 1))
+    bad = "lr_min_ratio must be between 0 and 1";
+  else if (!(o->weight_decay >= 0 && isfinite (o->weight_decay)))
+    bad = "weight_decay must be >= 0";
+  else if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
+    bad = "the Adam betas must be in [0, 1)";
+  else if (!(o->adam_eps > 0 && isfinite (o->adam_eps)))
+    bad = "adam_eps must be positive";
+  else if (!isfinite (o->grad_clip))
+    bad = "grad_clip must be a number (<= 0: no clipping)";
+  if (bad)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID, "training options: %s", bad);
+      return FALSE;
+    }
+  return TRUE;
 }

@@ -346,16 +346,11 @@ static gboolean
 meta_int (DdimConvNet *net, const char *path, const char *key, int min, int max, int *out,
           GError **error)
 {
-  const char *s = ddim_convnet_get_metadata (net, key);
-  guint64 v;
-  if (s == NULL || !g_ascii_string_to_unsigned (s, 10, (guint64) min, (guint64) max, &v, NULL))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "%s: the classifier's metadata has no valid '%s'", path, key);
-      return FALSE;
-    }
-  *out = (int) v;
-  return TRUE;
+  if (ddim_convnet_get_metadata_int (net, key, min, max, out))
+    return TRUE;
+  g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+               "%s: the classifier's metadata has no valid '%s'", path, key);
+  return FALSE;
 }
 
 DdimClassifier *

@@ -799,40 +799,12 @@ struct _DdimConvNetTrainer {
   int               step;
 };
 
-static gboolean
-check_train_options (const DdimTrainOptions *o, GError **error)
-{
-  const char *bad = NULL;
-  if (o->steps < 0)
-    bad = "steps must be >= 0";
-  else if (!(o->lr > 0 && isfinite (o->lr)))
-    bad = "lr must be a positive number";
-  else if (o->warmup_steps < 0)
-    bad = "warmup_steps must be >= 0";
-  else if (!(o->lr_min_ratio >= 0 && o->lr_min_ratio <= 1))
-    bad = "lr_min_ratio must be between 0 and 1";
-  else if (!(o->weight_decay >= 0 && isfinite (o->weight_decay)))
-    bad = "weight_decay must be >= 0";
-  else if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-    bad = "the Adam betas must be in [0, 1)";
-  else if (!(o->adam_eps > 0 && isfinite (o->adam_eps)))
-    bad = "adam_eps must be positive";
-  else if (!isfinite (o->grad_clip))
-    bad = "grad_clip must be a number (<= 0: no clipping)";
-  if (bad)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID, "training options: %s", bad);
-      return FALSE;
-    }
-  return TRUE;
-}
-
 DdimConvNetTrainer *
 ddim_convnet_trainer_new (DdimConvNet *net, const DdimTrainOptions *options, GError **error)
 {
   g_return_val_if_fail (net != NULL && options != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-  if (!check_train_options (options, error))
+  if (!ddim_train_optimizer_options_check (options, error))
     return NULL;
   DdimConvNetTrainer *tr = g_new0 (DdimConvNetTrainer, 1);
   tr->net = net;
@@ -1256,4 +1228,16 @@ ddim_convnet_load (const char *dir, GError **error)
         return NULL;
     }
   return g_steal_pointer (&net);
+}
+
+gboolean
+ddim_convnet_get_metadata_int (const DdimConvNet *net, const char *key, int min, int max, int *out)
+{
+  g_return_val_if_fail (net != NULL && key != NULL && out != NULL && min >= 0, FALSE);
+  const char *s = ddim_convnet_get_metadata (net, key);
+  guint64 v;
+  if (s == NULL || !g_ascii_string_to_unsigned (s, 10, (guint64) min, (guint64) max, &v, NULL))
+    return FALSE;
+  *out = (int) v;
+  return TRUE;
 }

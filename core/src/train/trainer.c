@@ -162,22 +162,8 @@ check_options (const DdimTrainOptions *o, GError **error)
   const char *bad = NULL;
   if (o->batch_size < 1 || o->batch_size > 65536)
     bad = "batch_size must be between 1 and 65536";
-  else if (o->steps < 0)
-    bad = "steps must be >= 0";
-  else if (!(o->lr > 0 && isfinite (o->lr)))
-    bad = "lr must be a positive number";
-  else if (o->warmup_steps < 0)
-    bad = "warmup_steps must be >= 0";
-  else if (!(o->lr_min_ratio >= 0 && o->lr_min_ratio <= 1))
-    bad = "lr_min_ratio must be between 0 and 1";
-  else if (!(o->weight_decay >= 0 && isfinite (o->weight_decay)))
-    bad = "weight_decay must be >= 0";
-  else if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-    bad = "the Adam betas must be in [0, 1)";
-  else if (!(o->adam_eps > 0 && isfinite (o->adam_eps)))
-    bad = "adam_eps must be positive";
-  else if (!isfinite (o->grad_clip))
-    bad = "grad_clip must be a number (<= 0: no clipping)";
+  else if (!ddim_train_optimizer_options_check (o, error))
+    return FALSE;
   else if (!(o->ema_decay >= 0 && o->ema_decay <= 1))
     bad = "ema_decay must be between 0 and 1";
   else if (o->checkpoint_every < 0)
