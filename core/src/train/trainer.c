@@ -154,6 +154,12 @@ ddim_train_init_params (DdimUNet *unet, guint64 seed)
     }
 }
 
+/* The options a checkpoint records, written and read by the same list. */
+#define TRAIN_OPTION_FIELDS \
+  INT (batch_size); INT (steps); DBL (lr); INT (warmup_steps); DBL (lr_min_ratio); \
+  DBL (weight_decay); DBL (beta1); DBL (beta2); DBL (adam_eps); DBL (grad_clip); \
+  DBL (ema_decay); BOOL (ema_warmup); BOOL (hflip); INT (checkpoint_every);
+
 /* ---- options ---- */
 
 static gboolean
@@ -198,20 +204,7 @@ options_to_json (const DdimTrainOptions *o)
 #define DBL(k) json_builder_set_member_name (b, #k); \
   json_builder_add_string_value (b, g_ascii_formatd (num, sizeof num, "%.17g", o->k))
 #define BOOL(k) json_builder_set_member_name (b, #k); json_builder_add_boolean_value (b, o->k)
-  INT (batch_size);
-  INT (steps);
-  DBL (lr);
-  INT (warmup_steps);
-  DBL (lr_min_ratio);
-  DBL (weight_decay);
-  DBL (beta1);
-  DBL (beta2);
-  DBL (adam_eps);
-  DBL (grad_clip);
-  DBL (ema_decay);
-  BOOL (ema_warmup);
-  BOOL (hflip);
-  INT (checkpoint_every);
+  TRAIN_OPTION_FIELDS
 #undef INT
 #undef DBL
 #undef BOOL
@@ -260,20 +253,7 @@ options_from_json (const char *json, const char *path, DdimTrainOptions *o, GErr
 #define INT(k) o->k = (int) json_object_get_int_member_with_default (obj, #k, o->k)
 #define DBL(k) o->k = get_double (obj, #k, o->k)
 #define BOOL(k) o->k = json_object_get_boolean_member_with_default (obj, #k, o->k)
-  INT (batch_size);
-  INT (steps);
-  DBL (lr);
-  INT (warmup_steps);
-  DBL (lr_min_ratio);
-  DBL (weight_decay);
-  DBL (beta1);
-  DBL (beta2);
-  DBL (adam_eps);
-  DBL (grad_clip);
-  DBL (ema_decay);
-  BOOL (ema_warmup);
-  BOOL (hflip);
-  INT (checkpoint_every);
+  TRAIN_OPTION_FIELDS
 #undef INT
 #undef DBL
 #undef BOOL
