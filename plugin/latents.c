@@ -2,6 +2,8 @@
  * the checks of the settings, the model input, the inversion itself, and
  * finding a latent made earlier by Invert to latent that can be reused
  * instead of inverting again. */
+#include <stdio.h>
+
 #include "ddim-plugin.h"
 
 gboolean
@@ -201,8 +203,21 @@ ddim_plugin_find_latent (GimpImage *image, GimpLayer *first, GimpLayer *source, 
       if (latent != NULL)
         {
           g_autofree char *name = gimp_item_get_name (GIMP_ITEM (layer));
-          /* Shown with G_MESSAGES_DEBUG=ddim-inversion (the tests look for it). */
-          g_log ("ddim-inversion", G_LOG_LEVEL_DEBUG, "reusing the latent on layer “%s”", name);
+          g_autofree char *note = g_strdup_printf ("reusing the latent on layer “%s”", name);
+          /* Shown with G_MESSAGES_DEBUG=ddim-inversion. GIMP does not always
+           * pass a plug-in's stderr on before it quits, so the tests read it
+           * from the file named by DDIM_PLUGIN_TRACE instead. */
+          g_log ("ddim-inversion", G_LOG_LEVEL_DEBUG, "%s", note);
+          const char *trace = g_getenv ("DDIM_PLUGIN_TRACE");
+          if (trace && *trace)
+            {
+              FILE *f = fopen (trace, "a");
+              if (f)
+                {
+                  fprintf (f, "%s\n", note);
+                  fclose (f);
+                }
+            }
           if (found)
             *found = layer;
           return latent;
