@@ -59,6 +59,21 @@ gboolean cli_has_suffix (const char *path, const char *suffix);
 gboolean cli_check_range (const char *cmd, const char *what, int value, int min, int max,
                           int *exit_code);
 
+/* The embedded default model's folder (g_free): $DDIM_MODEL when set, else
+ * the installed copy (DATADIR/ddim-inversion/models/fashion-mnist-32), else
+ * the source tree's (a build run in place). NULL with @error when none of
+ * them has a config.json. */
+char *cli_default_model_dir (GError **error);
+
+/* MODEL is optional in every command: a command taking @n_after positional
+ * arguments after MODEL gets the default model inserted as argv[1] when it
+ * was given exactly @n_after (or, with @n_after < 0, a variable number,
+ * when argv[1] is not a folder with a config.json). *argv then points into
+ * *owned (g_strfreev). Returns FALSE with the error reported and *exit_code
+ * set when the default model is needed but missing. */
+gboolean cli_model_argument (const char *cmd, int n_after, int *argc, char ***argv, GStrv *owned,
+                             int *exit_code);
+
 /* Loads a model folder, with the error already reported on failure. */
 DdimModel *cli_load_model (const char *cmd, const char *folder, int *exit_code);
 

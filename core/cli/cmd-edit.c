@@ -331,7 +331,7 @@ cli_cmd_edit (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL IMAGE|LATENT");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] IMAGE|LATENT");
   g_option_context_set_summary (ctx,
       "Edits an image along a semantic direction while DDIM sampling it back from its\n"
       "latent. An IMAGE (or a .safetensors 'x0') is inverted first; a LATENT from\n"
@@ -345,9 +345,11 @@ cli_cmd_edit (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 1, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 3)
-    return cli_usage_error (CMD, argc < 2 ? "missing MODEL folder and IMAGE or LATENT"
-                                          : "missing IMAGE or LATENT");
+    return cli_usage_error (CMD, "missing IMAGE or LATENT");
   if (argc > 3)
     return cli_usage_error (CMD, "too many arguments");
   if (direction == NULL)

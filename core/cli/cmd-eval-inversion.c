@@ -166,7 +166,7 @@ cli_cmd_eval_inversion (int argc, char **argv)
       "optimize/hybrid: iterations per image (default 50)", "N" },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL [IMAGES...]");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] [IMAGES...]");
   g_option_context_set_summary (ctx,
       "Inverts every image with each method and step count, decodes it with the\n"
       "method's decoder and prints the reconstruction PSNR (mean and standard\n"
@@ -180,8 +180,11 @@ cli_cmd_eval_inversion (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, -1, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 2)
-    return cli_usage_error (CMD, "missing MODEL and IMAGES (or --data)");
+    return cli_usage_error (CMD, "missing IMAGES (or --data)");
   if (argc < 3 && data == NULL)
     return cli_usage_error (CMD, "missing IMAGES (image files, .safetensors files or --data "
                             "fashion-mnist-test)");

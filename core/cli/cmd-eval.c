@@ -21,7 +21,7 @@ int
 cli_cmd_eval (int argc, char **argv)
 {
   GOptionEntry entries[] = { G_OPTION_ENTRY_NULL };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL IN.safetensors OUT.safetensors");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] IN.safetensors OUT.safetensors");
   g_option_context_set_summary (ctx,
       "Runs the UNet once on a batch: IN holds 'x' [N, C, H, W] (C = the model's\n"
       "in_channels, H and W multiples of the model's size factor) and 't' [N]\n"
@@ -33,8 +33,11 @@ cli_cmd_eval (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 2, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 4)
-    return cli_usage_error (CMD, "expected MODEL IN.safetensors OUT.safetensors");
+    return cli_usage_error (CMD, "expected [MODEL] IN.safetensors OUT.safetensors");
   if (argc > 4)
     return cli_usage_error (CMD, "too many arguments");
   const char *model_dir = argv[1], *in_path = argv[2], *out_path = argv[3];

@@ -196,7 +196,7 @@ cli_cmd_info (int argc, char **argv)
       "scheduler_config.json as libddim reads them, plus weights facts)", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
       "Shows the UNet configuration, parameter count, weights (dtype, SHA-256)\n"
       "and noise schedule of a diffusers model folder (config.json,\n"
@@ -206,8 +206,11 @@ cli_cmd_info (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 0, &argc, &argv, &args, &rc))
+    return rc;
   if (argc != 2)
-    return cli_usage_error (CMD, argc < 2 ? "missing MODEL folder" : "too many arguments");
+    return cli_usage_error (CMD, "too many arguments");
 
   g_autoptr (DdimModel) model = cli_load_model (CMD, argv[1], &rc);
   if (model == NULL)

@@ -70,7 +70,7 @@ cli_cmd_interpolate (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL A B");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] A B");
   g_option_context_set_summary (ctx,
       "Decodes N frames between A and B, each an image (inverted first) or a latent\n"
       "from 'ddim invert': spherical interpolation of the latents x_T (DDIM paper,\n"
@@ -83,10 +83,11 @@ cli_cmd_interpolate (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 2, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 4)
-    return cli_usage_error (CMD, argc < 2   ? "missing MODEL folder, A and B"
-                                 : argc < 3 ? "missing A and B"
-                                            : "missing B");
+    return cli_usage_error (CMD, argc < 3 ? "missing A and B" : "missing B");
   if (argc > 4)
     return cli_usage_error (CMD, "too many arguments");
   if (output == NULL)

@@ -200,7 +200,7 @@ cli_cmd_invert (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL INPUT");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] INPUT");
   g_option_context_set_summary (ctx,
       "Inverts an image: maps x0 to the latent that 'ddim reconstruct' turns back\n"
       "into it. --method ddim is plain DDIM inversion; fixed-point solves each\n"
@@ -220,9 +220,11 @@ cli_cmd_invert (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 1, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 3)
-    return cli_usage_error (CMD, argc < 2 ? "missing MODEL folder and INPUT"
-                                          : "missing INPUT (an image or a .safetensors file)");
+    return cli_usage_error (CMD, "missing INPUT (an image or a .safetensors file)");
   if (argc > 3)
     return cli_usage_error (CMD, "too many arguments");
   if (output == NULL)

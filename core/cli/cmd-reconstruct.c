@@ -34,7 +34,7 @@ cli_cmd_reconstruct (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL LATENT.safetensors");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] LATENT.safetensors");
   g_option_context_set_summary (ctx,
       "Runs deterministic DDIM sampling (eta 0, no clipping) from a latent written\n"
       "by 'ddim invert' with the same model, with the steps and spacing recorded in\n"
@@ -47,9 +47,11 @@ cli_cmd_reconstruct (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 1, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 3)
-    return cli_usage_error (CMD, argc < 2 ? "missing MODEL folder and LATENT file"
-                                          : "missing LATENT file");
+    return cli_usage_error (CMD, "missing LATENT file");
   if (argc > 3)
     return cli_usage_error (CMD, "too many arguments");
   if (output == NULL)

@@ -51,7 +51,7 @@ cli_cmd_sample (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
       "Generates images with DDIM from standard normal noise x_T of shape\n"
       "[n, C, size, size] drawn with --seed. The same seed, steps, spacing and eta\n"
@@ -62,8 +62,11 @@ cli_cmd_sample (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 0, &argc, &argv, &args, &rc))
+    return rc;
   if (argc != 2)
-    return cli_usage_error (CMD, argc < 2 ? "missing MODEL folder" : "too many arguments");
+    return cli_usage_error (CMD, "too many arguments");
   if (output == NULL)
     return cli_usage_error (CMD, "missing -o OUT.png|OUT.safetensors");
   CliOutputKind kind;

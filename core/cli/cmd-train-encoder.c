@@ -84,7 +84,7 @@ cli_cmd_train_encoder (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
       "Trains a learned inversion encoder E(x0) -> x_T for MODEL: a small\n"
       "fully convolutional network fitted (MSE) to pairs of seeded noise x_T and its\n"
@@ -96,8 +96,11 @@ cli_cmd_train_encoder (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (CMD, 0, &argc, &argv, &args, &rc))
+    return rc;
   if (argc < 2)
-    return cli_usage_error (CMD, "missing MODEL folder");
+    return cli_usage_error (CMD, "missing MODEL folder (the default model could not be found)");
   if (argc > 2)
     return cli_usage_error (CMD, "too many arguments");
   if ((steps != -1 && !cli_check_range (CMD, "--steps", steps, 0, G_MAXINT, &rc))

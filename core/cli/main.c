@@ -51,6 +51,10 @@ print_main_help (FILE *out)
            "\n"
            "Run 'ddim COMMAND --help' (or 'ddim help COMMAND') for a command's options.\n"
            "\n"
+           "MODEL is a diffusers UNet2DModel folder. Where a command takes one, it may\n"
+           "be left out: the embedded default model (Fashion-MNIST, 32x32 gray) is used,\n"
+           "or the folder in the environment variable DDIM_MODEL.\n"
+           "\n"
            "Exit status: 0 success, 1 failure, 2 bad command line, 130 interrupted (Ctrl-C).\n",
            "help", "Show this help, or a command's help");
 }

@@ -86,6 +86,69 @@ cli_check_range (const char *cmd, const char *what, int value, int min, int max,
   return TRUE;
 }
 
+char *
+cli_default_model_dir (GError **error)
+{
+  const char *env = g_getenv ("DDIM_MODEL");
+  if (env != NULL && env[0] != '\0')
+    {
+      g_autofree char *config = g_build_filename (env, "config.json", NULL);
+      if (g_file_test (config, G_FILE_TEST_IS_REGULAR))
+        return g_strdup (env);
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+                   "DDIM_MODEL is '%s', which is not a model folder (it has no config.json)", env);
+      return NULL;
+    }
+  const char *candidates[] = { DDIM_INSTALLED_MODEL_DIR, DDIM_SOURCE_MODEL_DIR };
+  for (gsize i = 0; i < G_N_ELEMENTS (candidates); i++)
+    {
+      g_autofree char *config = g_build_filename (candidates[i], "config.json", NULL);
+      if (g_file_test (config, G_FILE_TEST_IS_REGULAR))
+        return g_strdup (candidates[i]);
+    }
+  g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+               "no MODEL folder given and the default model is not installed (looked in %s and "
+               "%s); pass a model folder or set DDIM_MODEL",
+               DDIM_INSTALLED_MODEL_DIR, DDIM_SOURCE_MODEL_DIR);
+  return NULL;
+}
+
+
+static gboolean
+is_model_folder (const char *path)
+{
+  g_autofree char *config = g_build_filename (path, "config.json", NULL);
+  return g_file_test (config, G_FILE_TEST_IS_REGULAR);
+}
+
+
+gboolean
+cli_model_argument (const char *cmd, int n_after, int *argc, char ***argv, GStrv *owned,
+                    int *exit_code)
+{
+  gboolean omitted = n_after >= 0 ? *argc - 1 == n_after
+                                  : *argc < 2 || !is_model_folder ((*argv)[1]);
+  if (!omitted)
+    return TRUE;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = cli_default_model_dir (&error);
+  if (dir == NULL)
+    {
+      *exit_code = cli_error (cmd, error);
+      return FALSE;
+    }
+  GStrv v = g_new0 (char *, *argc + 2);
+  v[0] = g_strdup ((*argv)[0]);
+  v[1] = g_steal_pointer (&dir);
+  for (int i = 1; i < *argc; i++)
+    v[i + 1] = g_strdup ((*argv)[i]);
+  *owned = v;
+  *argv = v;
+  (*argc)++;
+  return TRUE;
+}
+
+
 DdimModel *
 cli_load_model (const char *cmd, const char *folder, int *exit_code)
 {

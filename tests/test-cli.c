@@ -1,0 +1,157 @@
+/* The `ddim` tool as a user runs it: the optional MODEL argument and the
+ * embedded default model. The binary comes from DDIM_CLI (set by meson). */
+#include <glib.h>
+#include <glib/gstdio.h>
+
+typedef struct {
+  int   status;
+  char *out;
+  char *err;
+} Run;
+
+static void
+run_clear (Run *r)
+{
+  g_clear_pointer (&r->out, g_free);
+  g_clear_pointer (&r->err, g_free);
+}
+
+/* Runs ddim with @args (NULL-terminated) and DDIM_MODEL set to @model_env
+ * (NULL: unset). */
+static void
+run_ddim (Run *r, const char *model_env, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) g_getenv ("DDIM_CLI"));
+  for (int i = 0; args[i]; i++)
+    g_ptr_array_add (argv, (gpointer) args[i]);
+  g_ptr_array_add (argv, NULL);
+  g_auto (GStrv) envp = g_get_environ ();
+  envp = model_env ? g_environ_setenv (envp, "DDIM_MODEL", model_env, TRUE)
+                   : g_environ_unsetenv (envp, "DDIM_MODEL");
+  g_autoptr (GError) error = NULL;
+  int wait_status = 0;
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, envp, G_SPAWN_DEFAULT, NULL, NULL,
+                               &r->out, &r->err, &wait_status, &error));
+  g_assert_no_error (error);
+  r->status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : -1;
+}
+
+static char *
+fixture (const char *name)
+{
+  const char *root = g_getenv ("DDIM_FIXTURES_DIR");
+  if (root == NULL)
+    return NULL;
+  return g_build_filename (root, "diffusers", name, NULL);
+}
+
+/* `ddim info` without MODEL describes $DDIM_MODEL; with MODEL, that one. */
+static void
+test_model_from_environment (void)
+{
+  g_autofree char *variant = fixture ("tiny-variant");
+  g_autofree char *cifar = fixture ("tiny-cifar");
+  if (variant == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  Run r = { 0 };
+  run_ddim (&r, variant, (const char *[]){ "info", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "tiny-variant"));
+  g_assert_nonnull (strstr (r.out, "32x32"));
+  run_clear (&r);
+
+  run_ddim (&r, variant, (const char *[]){ "info", cifar, NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "tiny-cifar"));
+  g_assert_null (strstr (r.out, "tiny-variant"));
+  run_clear (&r);
+}
+
+/* invert, reconstruct and sample work with and without MODEL, with the
+ * same results. */
+static void
+test_optional_model_round_trip (void)
+{
+  g_autofree char *variant = fixture ("tiny-variant");
+  if (variant == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("test-cli-XXXXXX", &error);
+  g_assert_no_error (error);
+  g_autofree char *image = g_build_filename (dir, "sample.png", NULL);
+  g_autofree char *lat1 = g_build_filename (dir, "a.safetensors", NULL);
+  g_autofree char *lat2 = g_build_filename (dir, "b.safetensors", NULL);
+  g_autofree char *back = g_build_filename (dir, "back.png", NULL);
+
+  Run r = { 0 };
+  run_ddim (&r, variant, (const char *[]){ "sample", "-o", image, "--steps", "4", "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  run_ddim (&r, variant,
+            (const char *[]){ "invert", image, "-o", lat1, "--steps", "4", "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  run_ddim (&r, NULL,
+            (const char *[]){ "invert", variant, image, "-o", lat2, "--steps", "4", "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+
+  g_autofree char *a = NULL, *b = NULL;
+  gsize na = 0, nb = 0;
+  g_assert_true (g_file_get_contents (lat1, &a, &na, NULL));
+  g_assert_true (g_file_get_contents (lat2, &b, &nb, NULL));
+  g_assert_cmpuint (na, ==, nb);
+  g_assert_cmpmem (a, na, b, nb);
+
+  run_ddim (&r, variant, (const char *[]){ "reconstruct", lat1, "-o", back, "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_true (g_file_test (back, G_FILE_TEST_IS_REGULAR));
+  run_clear (&r);
+
+  /* A mistyped model folder is not taken for the image. */
+  run_ddim (&r, variant,
+            (const char *[]){ "invert", "no-such-model/", image, "-o", lat1, "-q", NULL });
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "no-such-model"));
+  run_clear (&r);
+
+  for (const char *const *f = (const char *[]){ image, lat1, lat2, back, NULL }; *f; f++)
+    g_unlink (*f);
+  g_rmdir (dir);
+}
+
+/* A DDIM_MODEL that is no model folder is reported as such. */
+static void
+test_bad_model_environment (void)
+{
+  Run r = { 0 };
+  run_ddim (&r, "/nonexistent/model", (const char *[]){ "info", NULL });
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "DDIM_MODEL"));
+  g_assert_nonnull (strstr (r.err, "/nonexistent/model"));
+  run_clear (&r);
+
+  run_ddim (&r, "/nonexistent/model", (const char *[]){ "sample", "-o", "x.png", NULL });
+  g_assert_cmpint (r.status, ==, 1);
+  g_assert_nonnull (strstr (r.err, "DDIM_MODEL"));
+  run_clear (&r);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  if (g_getenv ("DDIM_CLI") == NULL)
+    g_error ("DDIM_CLI must name the ddim binary");
+  g_test_add_func ("/cli/model-from-environment", test_model_from_environment);
+  g_test_add_func ("/cli/optional-model-round-trip", test_optional_model_round_trip);
+  g_test_add_func ("/cli/bad-model-environment", test_bad_model_environment);
+  return g_test_run ();
+}
