@@ -1,5 +1,6 @@
 /* ddim eval-inversion: reconstruction quality and cost of each inversion
  * method at several step counts, on a set of images. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,6 +109,16 @@ load_dataset (DdimModel *model, const char *data, int max_images, int *h, int *w
   return images;
 }
 
+/* DIR/PREFIX-NNN.png */
+static gboolean
+save_png (const char *dir, const char *prefix, guint index, int channels, int h, int w,
+          const float *x, GError **error)
+{
+  g_autofree char *name = g_strdup_printf ("%s-%03u.png", prefix, index);
+  g_autofree char *path = g_build_filename (dir, name, NULL);
+  return cli_save_images (path, CLI_OUTPUT_PNG, NULL, 1, channels, h, w, x, NULL, error);
+}
+
 static gboolean
 parse_list (const char *s, GArray *out, gboolean numbers, GError **error)
 {
@@ -145,7 +156,7 @@ cli_cmd_eval_inversion (int argc, char **argv)
   g_autofree char *methods_str = NULL;
   g_autofree char *steps_str = NULL;
   g_autofree char *eps_at_str = NULL;
-  g_autofree char *data = NULL, *encoder_dir = NULL;
+  g_autofree char *data = NULL, *encoder_dir = NULL, *save_dir = NULL;
   int max_images = 0, iters = 50;
   GOptionEntry entries[] = {
     { "methods", 0, 0, G_OPTION_ARG_STRING, &methods_str,
@@ -164,6 +175,9 @@ cli_cmd_eval_inversion (int argc, char **argv)
       "encoder/hybrid: the encoder folder (default MODEL/encoder when it exists)", "DIR" },
     { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
       "optimize/hybrid: iterations per image (default 50)", "N" },
+    { "save-dir", 0, 0, G_OPTION_ARG_FILENAME, &save_dir,
+      "Also write every image as DIR/original-NNN.png and its reconstructions as "
+      "DIR/METHOD-STEPS-NNN.png (NNN counts from 000)", "DIR" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] [IMAGES...]");
@@ -236,6 +250,14 @@ cli_cmd_eval_inversion (int argc, char **argv)
   const DdimUNetConfig *c = ddim_unet_get_config (model->unet);
   gsize n = (gsize) c->in_channels * h * w;
   g_autofree float *rec = g_new (float, n);
+  if (save_dir)
+    {
+      if (g_mkdir_with_parents (save_dir, 0755) != 0)
+        return cli_fail (CMD, "cannot create %s: %s", save_dir, g_strerror (errno));
+      for (guint k = 0; k < images->len; k++)
+        if (!save_png (save_dir, "original", k, c->in_channels, h, w, images->pdata[k], &error))
+          return cli_error (CMD, error);
+    }
 
   DdimExactOptions exact;
   DdimOptimizeOptions optimize;
@@ -295,6 +317,17 @@ cli_cmd_eval_inversion (int argc, char **argv)
               {
                 cli_sigint_restore ();
                 return cli_error (CMD, error);
+              }
+            if (save_dir)
+              {
+                g_autofree char *prefix = g_strdup_printf ("%s-%d",
+                                                           ddim_inversion_method_to_string (m),
+                                                           o.steps);
+                if (!save_png (save_dir, prefix, k, c->in_channels, h, w, rec, &error))
+                  {
+                    cli_sigint_restore ();
+                    return cli_error (CMD, error);
+                  }
               }
             double p = ddim_psnr (rec, x0, n);
             if (isinf (p))
