@@ -107,7 +107,7 @@ cli_cmd_train (int argc, char **argv)
   int max_images = 0, steps = -1, batch = -1, warmup = -1, checkpoint_every = 0;
   int log_every = 0;
   double lr = NAN, ema_decay = NAN, lr_min_ratio = NAN, weight_decay = NAN, grad_clip = NAN;
-  gboolean hflip = FALSE, f16 = FALSE, quiet = FALSE, no_ema_warmup = FALSE;
+  gboolean hflip = FALSE, f16 = FALSE, quiet = FALSE, no_ema_warmup = FALSE, export_only = FALSE;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
       "Model config: a config.json, or a folder with one (required unless --resume); a "
@@ -155,6 +155,9 @@ cli_cmd_train (int argc, char **argv)
     { "weights", 0, 0, G_OPTION_ARG_STRING, &weights_str,
       "Weights to save: ema (default) or raw", "KIND" },
     { "f16", 0, 0, G_OPTION_ARG_NONE, &f16, "Save the weights as float16", NULL },
+    { "export", 0, 0, G_OPTION_ARG_NONE, &export_only,
+      "With --resume: write the checkpoint's model to --out as it is, without training "
+      "(--data is not needed)", NULL },
     { "log-every", 0, 0, G_OPTION_ARG_INT, &log_every,
       "A progress line every N steps (default: about 50 lines per run)", "N" },
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
@@ -176,9 +179,11 @@ cli_cmd_train (int argc, char **argv)
     return rc;
   if (argc != 1)
     return cli_usage_error (CMD, "unexpected argument '%s'", argv[1]);
+  if (export_only && resume == NULL)
+    return cli_usage_error (CMD, "--export needs --resume CHECKPOINT");
   if (config_arg == NULL && resume == NULL)
     return cli_usage_error (CMD, "missing --config DIR|FILE");
-  if (data == NULL)
+  if (data == NULL && !export_only)
     return cli_usage_error (CMD, "missing --data fashion-mnist|fashion-mnist-test|FOLDER");
   if (out == NULL)
     return cli_usage_error (CMD, "missing --out MODEL_DIR");
@@ -283,6 +288,17 @@ cli_cmd_train (int argc, char **argv)
   /* Fail early on an output folder that cannot be written. */
   if (!ddim_train_check_output_dir (out, &error))
     return cli_error (CMD, error);
+
+  if (export_only)
+    {
+      g_autoptr (DdimTrainer) trainer = ddim_trainer_resume (resume, &config, schedule, &o,
+                                                             &error);
+      if (trainer == NULL || !ddim_trainer_save_model (trainer, out, use_ema, f16, &error))
+        return cli_error (CMD, error);
+      printf ("Wrote %s: the %s weights of step %d (%s)\n", out, use_ema ? "EMA" : "raw",
+              ddim_trainer_get_step (trainer), f16 ? "float16" : "float32");
+      return CLI_EXIT_OK;
+    }
 
   g_autoptr (DdimDataset) ds = load_data (data, &config, max_images, &error);
   if (ds == NULL)
