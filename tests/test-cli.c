@@ -1,5 +1,8 @@
 /* The `ddim` tool as a user runs it: the optional MODEL argument and the
  * embedded default model. The binary comes from DDIM_CLI (set by meson). */
+#include <stdlib.h>
+#include <string.h>
+
 #include <glib.h>
 #include <glib/gstdio.h>
 
@@ -144,6 +147,67 @@ test_bad_model_environment (void)
   run_clear (&r);
 }
 
+/* `train --export` writes the same model as the end of the run that made
+ * the checkpoint. */
+static void
+test_train_export (void)
+{
+  g_autofree char *variant = fixture ("tiny-variant");
+  if (variant == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("test-cli-XXXXXX", &error);
+  g_assert_no_error (error);
+  g_autofree char *images = g_build_filename (dir, "images", NULL);
+  g_autofree char *ck = g_build_filename (dir, "ck.safetensors", NULL);
+  g_autofree char *trained = g_build_filename (dir, "trained", NULL);
+  g_autofree char *exported = g_build_filename (dir, "exported", NULL);
+  g_assert_cmpint (g_mkdir (images, 0755), ==, 0);
+  Run r = { 0 };
+  for (int i = 0; i < 3; i++)
+    {
+      g_autofree char *name = g_strdup_printf ("%d.png", i);
+      g_autofree char *path = g_build_filename (images, name, NULL);
+      g_autofree char *seed = g_strdup_printf ("%d", i);
+      run_ddim (&r, variant, (const char *[]){ "sample", "-o", path, "--steps", "2", "--seed",
+                                               seed, "-q", NULL });
+      g_assert_cmpint (r.status, ==, 0);
+      run_clear (&r);
+    }
+  run_ddim (&r, NULL, (const char *[]){ "train", "--config", variant, "--data", images,
+                                        "--steps", "2", "--batch", "2", "--out", trained,
+                                        "--checkpoint", ck, "--f16", "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  run_clear (&r);
+  run_ddim (&r, NULL, (const char *[]){ "train", "--resume", ck, "--export", "--out", exported,
+                                        "--f16", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "step 2"));
+  run_clear (&r);
+  const char *files[] = { "config.json", "diffusion_pytorch_model.safetensors",
+                          "scheduler/scheduler_config.json" };
+  for (gsize i = 0; i < G_N_ELEMENTS (files); i++)
+    {
+      g_autofree char *a_path = g_build_filename (trained, files[i], NULL);
+      g_autofree char *b_path = g_build_filename (exported, files[i], NULL);
+      g_autofree char *a = NULL, *b = NULL;
+      gsize na = 0, nb = 0;
+      g_assert_true (g_file_get_contents (a_path, &a, &na, NULL));
+      g_assert_true (g_file_get_contents (b_path, &b, &nb, NULL));
+      g_assert_cmpmem (a, na, b, nb);
+    }
+  run_ddim (&r, NULL, (const char *[]){ "train", "--export", "--out", exported, NULL });
+  g_assert_cmpint (r.status, ==, 2);
+  g_assert_nonnull (strstr (r.err, "--resume"));
+  run_clear (&r);
+
+  g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", dir);
+  g_assert_cmpint (system (cmd), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -153,5 +217,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/model-from-environment", test_model_from_environment);
   g_test_add_func ("/cli/optional-model-round-trip", test_optional_model_round_trip);
   g_test_add_func ("/cli/bad-model-environment", test_bad_model_environment);
+  g_test_add_func ("/cli/train-export", test_train_export);
   return g_test_run ();
 }
