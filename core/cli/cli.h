@@ -147,4 +147,12 @@ int  cli_source_load (const char *cmd, DdimModel *model, const char *path,
                       const CliSourceArgs *args, CliSource *src);
 void cli_source_clear (CliSource *src);
 
+/* ---- semantic-edit evaluation (cmd-eval-edit.c) ---- */
+
+int cli_cmd_eval_edit (int argc, char **argv);
+
+/* Parses "S" or "S1,S2,..." (finite numbers) into @out (double)
+ * (cmd-edit.c). */
+gboolean cli_parse_strengths (const char *text, GArray *out, GError **error);
+
 G_END_DECLS

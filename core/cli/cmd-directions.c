@@ -1,9 +1,12 @@
-/* ddim directions list|fit|discover|pca: semantic directions files. */
+/* ddim directions list|fit|discover|pca|merge|set-range: semantic
+ * directions files (fit --by-class in cmd-directions-class.c, merge and
+ * set-range in cmd-directions-file.c). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cmd-directions.h"
 #include "ddim/directions.h"
 #include "ddim/discover.h"
 #include "ddim/fit.h"
@@ -12,9 +15,8 @@
 
 /* ---- shared ---- */
 
-/* MODEL folder -> MODEL/directions.safetensors; a file stays as is. */
-static char *
-directions_path (const char *arg)
+char *
+cli_directions_path (const char *arg)
 {
   if (g_file_test (arg, G_FILE_TEST_IS_DIR))
     return g_build_filename (arg, DDIM_DIRECTIONS_FILE, NULL);
@@ -68,7 +70,7 @@ cmd_list (int argc, char **argv)
   if (argc != 2)
     return cli_usage_error (cmd, argc < 2 ? "missing MODEL folder or directions FILE"
                                           : "too many arguments");
-  g_autofree char *path = directions_path (argv[1]);
+  g_autofree char *path = cli_directions_path (argv[1]);
   if (!g_file_test (path, G_FILE_TEST_EXISTS))
     return cli_fail (cmd, "%s does not exist%s", path,
                      g_file_test (argv[1], G_FILE_TEST_IS_DIR)
@@ -191,13 +193,26 @@ cmd_fit (int argc, char **argv)
   const char *cmd = "directions fit";
   g_autofree char *positive = NULL, *negative = NULL, *output = NULL, *name = NULL;
   g_autofree char *description = NULL, *spacing = NULL, *eps_at = NULL, *method = NULL;
-  int steps = 50, t_min = -1, t_max = -1;
-  gboolean pool = FALSE, quiet = FALSE;
+  g_autofree char *data = NULL, *classes = NULL;
+  int steps = 50, t_min = -1, t_max = -1, per_class = -1;
+  gboolean pool = FALSE, quiet = FALSE, by_class = FALSE;
   GOptionEntry entries[] = {
     { "positive", 'p', 0, G_OPTION_ARG_FILENAME, &positive,
-      "Folder of images with the attribute (required)", "DIR" },
+      "Folder of images with the attribute (required unless --by-class)", "DIR" },
     { "negative", 'n', 0, G_OPTION_ARG_FILENAME, &negative,
-      "Folder of images without it (required)", "DIR" },
+      "Folder of images without it (required unless --by-class)", "DIR" },
+    { "by-class", 0, 0, G_OPTION_ARG_NONE, &by_class,
+      "Instead: one direction per class of the labelled --data, named after the class "
+      "(t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle-boot) "
+      "and described 'toward CLASS'", NULL },
+    { "data", 0, 0, G_OPTION_ARG_STRING, &data,
+      "--by-class: the labelled images, fashion-mnist (the training split) or "
+      "fashion-mnist-test", "DATA" },
+    { "per-class", 0, 0, G_OPTION_ARG_INT, &per_class,
+      "--by-class: use the first N images of each class in the data (default 100)", "N" },
+    { "classes", 0, 0, G_OPTION_ARG_STRING, &classes,
+      "--by-class: fit only these classes (default all; the others still serve as "
+      "negatives)", "NAME,..." },
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
       "Directions file to add the direction to (created if missing; one of the same name is "
       "replaced), e.g. MODEL/directions.safetensors (required)", "FILE" },
@@ -227,23 +242,49 @@ cmd_fit (int argc, char **argv)
       "sample_size) is inverted with DDIM and sampled back, h is averaged over the\n"
       "sampling steps in [t-min, t-max], and the direction is the unit vector from\n"
       "the negatives' mean to the positives' (or the normal of a logistic boundary).\n"
-      "The recommended strength range recorded is +-2x the distance between the means.");
+      "The recommended strength range recorded is +-2x the distance between the means.\n"
+      "With --by-class, every class's direction is fitted from the first N images of\n"
+      "each class: that class's images are the positives, those of the nine others\n"
+      "(each class weighing the same) the negatives; every image is inverted once.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   int rc;
   if (!cli_parse_options (ctx, cmd, &argc, &argv, &rc))
     return rc;
   if (argc != 2)
     return cli_usage_error (cmd, argc < 2 ? "missing MODEL folder" : "too many arguments");
-  if (positive == NULL || negative == NULL)
-    return cli_usage_error (cmd, "missing --positive DIR and --negative DIR");
+  if (by_class)
+    {
+      if (positive || negative)
+        return cli_usage_error (cmd, "--by-class takes its examples from --data, not from "
+                                "--positive/--negative");
+      if (data == NULL)
+        return cli_usage_error (cmd, "--by-class needs --data fashion-mnist|fashion-mnist-test");
+      if (name || description)
+        return cli_usage_error (cmd, "--by-class names each direction after its class; "
+                                "--name and --description are for one direction");
+      if (per_class == -1)
+        per_class = 100;
+      if (!cli_check_range (cmd, "--per-class", per_class, 1, 100000, &rc))
+        return rc;
+    }
+  else if (data || classes || per_class != -1)
+    return cli_usage_error (cmd, "--data, --per-class and --classes go with --by-class");
+  else if (positive == NULL || negative == NULL)
+    return cli_usage_error (cmd, "missing --positive DIR and --negative DIR (or --by-class "
+                            "--data DATA)");
   if (output == NULL)
     return cli_usage_error (cmd, "missing -o FILE");
   if (!cli_check_range (cmd, "--steps", steps, 1, G_MAXINT, &rc))
     return rc;
-  g_autofree char *dname = name ? g_strdup (name) : g_path_get_basename (positive);
+  g_autofree char *dname = NULL;
   g_autoptr (GError) error = NULL;
-  if (!ddim_direction_name_is_valid (dname, &error))
-    return cli_usage_error (cmd, "%s%s", error->message, name ? "" : "; give one with --name");
+  if (!by_class)
+    {
+      dname = name ? g_strdup (name) : g_path_get_basename (positive);
+      if (!ddim_direction_name_is_valid (dname, &error))
+        return cli_usage_error (cmd, "%s%s", error->message,
+                                name ? "" : "; give one with --name");
+    }
 
   g_autoptr (DdimModel) model = cli_load_model (cmd, argv[1], &rc);
   if (model == NULL)
@@ -262,6 +303,15 @@ cmd_fit (int argc, char **argv)
   job.options.pool_space = pool;
   job.options.description = description;
   job.options.model_sha256 = model->weights_sha256;
+  if (by_class)
+    {
+      g_autoptr (DdimDirectionSet) made = cli_fit_class_directions (cmd, model, data, per_class,
+                                                                    classes, &job.options,
+                                                                    quiet, &rc);
+      if (made == NULL)
+        return rc;
+      return save_merged (cmd, output, made, quiet);
+    }
 
   g_autofree float *pos = load_image_set (model, positive, &job.n_pos, &error);
   if (pos == NULL)
@@ -576,6 +626,8 @@ static const Sub subs[] = {
   { "fit", cmd_fit, "Fit an h-space direction from positive and negative images" },
   { "discover", cmd_discover, "Jacobian singular vectors of one image (x- and h-space)" },
   { "pca", cmd_pca, "Principal components of h over generated samples" },
+  { "merge", cli_directions_merge, "Put the directions of several files into one" },
+  { "set-range", cli_directions_set_range, "Record a direction's recommended strengths" },
 };
 
 static void
@@ -610,6 +662,7 @@ cli_cmd_directions (int argc, char **argv)
         g_set_prgname (prgname);
         return subs[i].run (argc - 1, argv + 1);
       }
-  return cli_usage_error ("directions", "unknown subcommand '%s' (list, fit, discover, pca)",
+  return cli_usage_error ("directions", "unknown subcommand '%s' (list, fit, discover, pca, "
+                          "merge, set-range)",
                           argv[1]);
 }

@@ -174,9 +174,8 @@ cli_source_load (const char *cmd, DdimModel *model, const char *path, const CliS
 
 /* ---- ddim edit ---- */
 
-/* Parses "S" or "S1,S2,...". */
-static gboolean
-parse_strengths (const char *text, GArray *out, GError **error)
+gboolean
+cli_parse_strengths (const char *text, GArray *out, GError **error)
 {
   g_auto (GStrv) parts = g_strsplit (text, ",", -1);
   for (int i = 0; parts[i]; i++)
@@ -364,7 +363,7 @@ cli_cmd_edit (int argc, char **argv)
   g_autoptr (GArray) strengths = g_array_new (FALSE, FALSE, sizeof (double));
   {
     g_autoptr (GError) e = NULL;
-    if (!parse_strengths (strength, strengths, &e))
+    if (!cli_parse_strengths (strength, strengths, &e))
       return cli_usage_error (CMD, "--strength: %s", e->message);
   }
   if (steps != 0 && !cli_check_range (CMD, "--steps", steps, 1, G_MAXINT, &rc))

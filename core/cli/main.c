@@ -26,6 +26,8 @@ static const CliCommand commands[] = {
     "Compare inversion methods: reconstruction PSNR, model evaluations, seconds" },
   { "edit", cli_cmd_edit, "Edit an image along a semantic direction" },
   { "directions", cli_cmd_directions, "List, fit or discover semantic directions" },
+  { "eval-edit", cli_cmd_eval_edit,
+    "Success and background PSNR of class-direction edits, by the classifier" },
   { "interpolate", cli_cmd_interpolate, "Frames between two images through their latents" },
   { "train", cli_cmd_train, "Train a model from a config.json on Fashion-MNIST or images" },
   { "train-encoder", cli_cmd_train_encoder,

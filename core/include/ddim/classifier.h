@@ -20,6 +20,16 @@ G_BEGIN_DECLS
  * "Shirt", "Sneaker", "Bag", "Ankle boot" for labels 0..9; NULL otherwise. */
 const char *ddim_fashion_mnist_class_name (int label);
 
+/* The same classes as direction names (lower-case ASCII, '-' for a
+ * space): "t-shirt", "trouser", "pullover", "dress", "coat", "sandal",
+ * "shirt", "sneaker", "bag", "ankle-boot"; NULL for another label. */
+const char *ddim_fashion_mnist_class_slug (int label);
+
+/* The label of @name, one of the slugs above or a class name as
+ * ddim_fashion_mnist_class_name gives it (ASCII case ignored). Otherwise
+ * DDIM_ERROR_INVALID listing the slugs. */
+gboolean    ddim_fashion_mnist_class_from_name (const char *name, int *label, GError **error);
+
 /* The default network: three stride-2 convolutions (32 -> 16 -> 8 -> 4
  * pixels at size 32) and one more at 4x4, so that the features the global
  * average pool gathers see the whole image (a 31-pixel receptive field),

@@ -59,6 +59,18 @@ const char  *ddim_dataset_default_fashion_mnist_dir (void);
 DdimDataset *ddim_dataset_load_fashion_mnist (const char *dir, const char *split, int size,
                                               int channels, int max_items, GError **error);
 
+/* The indices, in dataset order, of the first @count items whose label
+ * is @label (@other FALSE) or is not @label (@other TRUE): a deterministic
+ * pick (g_free). DDIM_ERROR_INVALID when the dataset has no labels, when
+ * @count < 1, or when fewer than @count items qualify (the message says
+ * how many do). */
+int         *ddim_dataset_find_labels (const DdimDataset *dataset, int label, gboolean other,
+                                       int count, GError **error);
+
+/* Copies of the @n items @indices (each in 0..n-1), stacked
+ * [n, channels, size, size] (g_free). */
+float       *ddim_dataset_gather (const DdimDataset *dataset, const int *indices, int n);
+
 void         ddim_dataset_free (DdimDataset *dataset);
 
 /* Image @index (channels * size * size floats, borrowed). */

@@ -20,6 +20,7 @@
 #include "ddim/encoder.h"
 #include "ddim/directions.h"
 #include "ddim/edit.h"
+#include "ddim/edit-score.h"
 #include "ddim/fit.h"
 #include "ddim/discover.h"
 #include "ddim/interpolate.h"

@@ -109,6 +109,16 @@ DdimDirection    *ddim_direction_set_get_nth (DdimDirectionSet *set, guint index
 void              ddim_direction_set_add (DdimDirectionSet *set, DdimDirection *direction);
 /* Adds copies of all of @other's directions (replacing same names). */
 void              ddim_direction_set_merge (DdimDirectionSet *set, DdimDirectionSet *other);
+/* Adds copies of all of @other's directions, refusing what would silently
+ * replace or mix: a name @set already has (DDIM_ERROR_INVALID), or a
+ * direction that cannot come from the model @set's directions come from
+ * (DDIM_ERROR_MISMATCH): both model hashes known and different, another
+ * channel count in the same space (C_mid for h, C_in for x), or, for the
+ * same space and ndim, another shape. On error @set is unchanged. @label
+ * names @other in the messages (a file name; may be NULL). */
+gboolean          ddim_direction_set_merge_strict (DdimDirectionSet *set,
+                                                   DdimDirectionSet *other, const char *label,
+                                                   GError **error);
 /* By exact name; failing that, "component-N" (N >= 1) is the N-th
  * unsupervised or PCA direction in file order. Otherwise NULL and a
  * DDIM_ERROR_INVALID error listing the names there are. Borrowed. */

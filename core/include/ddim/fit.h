@@ -68,6 +68,27 @@ DdimDirection *ddim_fit_direction (DdimUNet *unet, const DdimSchedule *schedule,
                                    const float *negatives, int n_negative, int height, int width,
                                    const DdimFitOptions *options, GError **error);
 
+/* One direction per class of a labelled set ("toward sneaker", ...):
+ * @images [n, C, H, W] (images, or latents with options->latents) with
+ * @labels (n values in 0..@n_classes-1). Each example's feature is
+ * collected once, as above; direction k takes the examples of class k as
+ * positives and those of every other class as negatives, each other class
+ * weighing the same whatever its count (mean difference: the negatives'
+ * mean is the mean of their class means; logistic: each side's weight is
+ * split equally among its classes). Class k is fitted when @names[k] is
+ * not NULL (a valid direction name), with @descriptions[k] (the array or
+ * an entry may be NULL); the classes not fitted still serve as negatives.
+ * options->description is ignored. Returns the directions in class order.
+ * Errors: fewer than 2 classes, a label out of range, a class without
+ * examples, no class to fit (DDIM_ERROR_INVALID); those of
+ * ddim_fit_direction. Progress counts every model call of the whole set. */
+DdimDirectionSet *ddim_fit_class_directions (DdimUNet *unet, const DdimSchedule *schedule,
+                                             const float *images, const int *labels, int n,
+                                             int n_classes, const char *const *names,
+                                             const char *const *descriptions, int height,
+                                             int width, const DdimFitOptions *options,
+                                             GError **error);
+
 const char *ddim_fit_method_to_string (DdimFitMethod method);
 gboolean    ddim_fit_method_from_string (const char *s, DdimFitMethod *method, GError **error);
 

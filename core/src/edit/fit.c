@@ -4,6 +4,7 @@
 
 #include "ddim/error.h"
 #include "ddim/fit.h"
+#include "edit/fit-private.h"
 #include "edit/reverse.h"
 
 /* Examples inverted and sampled together: large enough for the GEMMs,
@@ -70,17 +71,16 @@ collect_observe (int step, int t, const float *h, gsize count, gpointer data)
 
 /* The pooled h feature of each example: features [n, D] (D = C_mid*h*w, or
  * C_mid with pool_space). */
-static gboolean
-collect_features (DdimUNet *unet, const DdimSchedule *s, const float *inputs, int n, int height,
-                  int width, const DdimFitOptions *o, int t_min, int t_max, int n_steps,
-                  double *features, int *done, int total, GError **error)
+gboolean
+ddim_fit_collect (DdimUNet *unet, const DdimSchedule *s, const float *inputs, int n, int height,
+                  int width, const DdimFitOptions *o, const DdimFitPlan *plan, double *features,
+                  int *done, int total, GError **error)
 {
   const DdimUNetConfig *c = ddim_unet_get_config (unet);
   gsize xs = (gsize) c->in_channels * height * width;
-  int hc, hh, hw;
-  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
-  gsize hs = (gsize) hc * hh * hw, positions = (gsize) hh * hw;
-  gsize D = o->pool_space ? (gsize) hc : hs;
+  int hc = plan->hc;
+  gsize hs = (gsize) hc * plan->hh * plan->hw, positions = (gsize) plan->hh * plan->hw;
+  gsize D = plan->D;
 
   for (int b0 = 0; b0 < n; b0 += FIT_BATCH)
     {
@@ -96,14 +96,14 @@ collect_features (DdimUNet *unet, const DdimSchedule *s, const float *inputs, in
           *done += o->run.steps;
         }
       g_autofree double *sum = g_new0 (double, (gsize) nb * hs);
-      Collect col = { sum, 0, t_min, t_max };
+      Collect col = { sum, 0, plan->t_min, plan->t_max };
       DdimReverseHooks hooks = { .wants_h = collect_wants, .observe = collect_observe,
-                                 .data = &col, .max_steps = n_steps };
+                                 .data = &col, .max_steps = plan->n_steps };
       ro = o->run;
       ro.trajectory = NULL;
       if (!ddim_reverse_run (unet, s, x, nb, height, width, &ro, &hooks, *done, total, error))
         return FALSE;
-      *done += n_steps;
+      *done += plan->n_steps;
       g_assert (col.used > 0);
       for (int b = 0; b < nb; b++)
         {
@@ -125,15 +125,59 @@ collect_features (DdimUNet *unet, const DdimSchedule *s, const float *inputs, in
   return TRUE;
 }
 
+int
+ddim_fit_plan_calls (const DdimFitPlan *plan, const DdimFitOptions *o, int n)
+{
+  int chunks = (n + FIT_BATCH - 1) / FIT_BATCH;
+  return chunks * (plan->n_steps + (o->latents ? 0 : o->run.steps));
+}
+
+gboolean
+ddim_fit_plan (DdimUNet *unet, const DdimSchedule *s, int height, int width,
+               const DdimFitOptions *o, DdimFitPlan *plan, GError **error)
+{
+  if (!ddim_reverse_check (unet, height, width, error))
+    return FALSE;
+  int T = s->num_train_timesteps;
+  plan->t_min = o->t_min < 0 ? T / 2 : o->t_min;
+  plan->t_max = o->t_max < 0 ? T - 1 : o->t_max;
+  if (plan->t_min > plan->t_max)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "the fitting interval [%d, %d] is empty", plan->t_min, plan->t_max);
+      return FALSE;
+    }
+  g_autofree int *ts = ddim_schedule_timesteps (s, o->run.steps, o->run.spacing, error);
+  if (ts == NULL)
+    return FALSE;
+  /* Steps run until the last one inside the interval (timesteps descend). */
+  plan->n_steps = 0;
+  for (int i = 0; i < o->run.steps; i++)
+    if (ts[i] >= plan->t_min && ts[i] <= plan->t_max)
+      plan->n_steps = i + 1;
+  if (plan->n_steps == 0)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "no sampling timestep of %d steps lies in [%d, %d]; widen the interval or "
+                   "use more steps", o->run.steps, plan->t_min, plan->t_max);
+      return FALSE;
+    }
+  ddim_unet_hspace_shape (unet, height, width, &plan->hc, &plan->hh, &plan->hw);
+  plan->D = o->pool_space ? (gsize) plan->hc : (gsize) plan->hc * plan->hh * plan->hw;
+  return TRUE;
+}
+
+/* The weighted mean of the examples on side @side (+1 or -1) of @y; the
+ * weights there sum to 1/2. */
 static void
-mean_of (const double *f, int n, gsize D, double *mean)
+side_mean (const double *f, const double *y, const double *w, int n, gsize D, double side,
+           double *mean)
 {
   memset (mean, 0, D * sizeof (double));
   for (int i = 0; i < n; i++)
-    for (gsize k = 0; k < D; k++)
-      mean[k] += f[(gsize) i * D + k];
-  for (gsize k = 0; k < D; k++)
-    mean[k] /= n;
+    if (y[i] == side)
+      for (gsize k = 0; k < D; k++)
+        mean[k] += 2 * w[i] * f[(gsize) i * D + k];
 }
 
 static double
@@ -214,66 +258,14 @@ logistic_fit (const double *z, const double *y, const double *cw, int N, gsize D
 }
 
 DdimDirection *
-ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
-                    const float *positives, int n_pos, const float *negatives, int n_neg,
-                    int height, int width, const DdimFitOptions *o, GError **error)
+ddim_fit_from_features (const char *name, const char *description, const double *f,
+                        const double *y, const double *cw, int N, const DdimFitPlan *plan,
+                        const DdimFitOptions *o, GError **error)
 {
-  g_return_val_if_fail (unet && s && name && o, NULL);
-  g_return_val_if_fail (n_pos <= 0 || positives != NULL, NULL);
-  g_return_val_if_fail (n_neg <= 0 || negatives != NULL, NULL);
-  if (!ddim_direction_name_is_valid (name, error))
-    return NULL;
-  if (n_pos < 1 || n_neg < 1)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "fitting a direction needs at least one positive and one negative example "
-                   "(got %d and %d)", MAX (n_pos, 0), MAX (n_neg, 0));
-      return NULL;
-    }
-  if (!ddim_reverse_check (unet, height, width, error))
-    return NULL;
-  int T = s->num_train_timesteps;
-  int t_min = o->t_min < 0 ? T / 2 : o->t_min;
-  int t_max = o->t_max < 0 ? T - 1 : o->t_max;
-  if (t_min > t_max)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "the fitting interval [%d, %d] is empty", t_min, t_max);
-      return NULL;
-    }
-  g_autofree int *ts = ddim_schedule_timesteps (s, o->run.steps, o->run.spacing, error);
-  if (ts == NULL)
-    return NULL;
-  /* Steps run until the last one inside the interval (timesteps descend). */
-  int n_steps = 0;
-  for (int i = 0; i < o->run.steps; i++)
-    if (ts[i] >= t_min && ts[i] <= t_max)
-      n_steps = i + 1;
-  if (n_steps == 0)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "no sampling timestep of %d steps lies in [%d, %d]; widen the interval or "
-                   "use more steps", o->run.steps, t_min, t_max);
-      return NULL;
-    }
-
-  int hc, hh, hw;
-  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
-  gsize D = o->pool_space ? (gsize) hc : (gsize) hc * hh * hw;
-  int N = n_pos + n_neg;
-  int chunks = (n_pos + FIT_BATCH - 1) / FIT_BATCH + (n_neg + FIT_BATCH - 1) / FIT_BATCH;
-  int total = chunks * (n_steps + (o->latents ? 0 : o->run.steps));
-  int done = 0;
-  g_autofree double *f = g_new (double, (gsize) N * D);
-  if (!collect_features (unet, s, positives, n_pos, height, width, o, t_min, t_max, n_steps, f,
-                         &done, total, error)
-      || !collect_features (unet, s, negatives, n_neg, height, width, o, t_min, t_max, n_steps,
-                            f + (gsize) n_pos * D, &done, total, error))
-    return NULL;
-
+  gsize D = plan->D;
   g_autofree double *mp = g_new (double, D), *mn = g_new (double, D), *dir = g_new (double, D);
-  mean_of (f, n_pos, D, mp);
-  mean_of (f + (gsize) n_pos * D, n_neg, D, mn);
+  side_mean (f, y, cw, N, D, 1.0, mp);
+  side_mean (f, y, cw, N, D, -1.0, mn);
   for (gsize k = 0; k < D; k++)
     dir[k] = mp[k] - mn[k];
   double diff_norm = sqrt (dot (dir, dir, D));
@@ -287,9 +279,10 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
   double sigma = diff_norm;
   if (o->method == DDIM_FIT_LOGISTIC)
     {
-      g_autofree double *mu = g_new (double, D), *z = g_new (double, (gsize) N * D);
-      g_autofree double *y = g_new (double, N), *cw = g_new (double, N);
-      mean_of (f, N, D, mu);
+      g_autofree double *mu = g_new0 (double, D), *z = g_new (double, (gsize) N * D);
+      for (int i = 0; i < N; i++)
+        for (gsize k = 0; k < D; k++)
+          mu[k] += f[(gsize) i * D + k] / N;
       double ss = 0;
       for (int i = 0; i < N; i++)
         for (gsize k = 0; k < D; k++)
@@ -301,11 +294,6 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
       double scale = ss > 0 ? 1.0 / sqrt (ss / ((double) N * D)) : 1.0;
       for (gsize i = 0; i < (gsize) N * D; i++)
         z[i] *= scale;
-      for (int i = 0; i < N; i++)
-        {
-          y[i] = i < n_pos ? 1.0 : -1.0;
-          cw[i] = i < n_pos ? 0.5 / n_pos : 0.5 / n_neg;
-        }
       logistic_fit (z, y, cw, N, D, o->l2, o->iterations, dir);
       double wn = sqrt (dot (dir, dir, D));
       if (!(wn > 0))
@@ -333,6 +321,7 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
     for (gsize k = 0; k < D; k++)
       dir[k] /= diff_norm;
 
+  int hc = plan->hc, hh = plan->hh, hw = plan->hw;
   DdimDirection *d = ddim_direction_new (name, DDIM_SPACE_H, o->pool_space ? 1 : 3, hc, hh, hw);
   /* Normalise again in float so the stored vector has unit norm there. */
   double fn = 0;
@@ -346,9 +335,9 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
     d->data[k] = (float) (d->data[k] / fn);
   d->kind = DDIM_DIRECTION_SUPERVISED;
   g_free (d->description);
-  d->description = g_strdup (o->description ? o->description : "");
-  d->t_min = t_min;
-  d->t_max = t_max;
+  d->description = g_strdup (description ? description : "");
+  d->t_min = plan->t_min;
+  d->t_max = plan->t_max;
   d->sigma = sigma;
   d->strength_min = -2 * sigma;
   d->strength_max = 2 * sigma;
@@ -358,4 +347,43 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
   d->hspace_height = hh;
   d->hspace_width = hw;
   return d;
+}
+
+DdimDirection *
+ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
+                    const float *positives, int n_pos, const float *negatives, int n_neg,
+                    int height, int width, const DdimFitOptions *o, GError **error)
+{
+  g_return_val_if_fail (unet && s && name && o, NULL);
+  g_return_val_if_fail (n_pos <= 0 || positives != NULL, NULL);
+  g_return_val_if_fail (n_neg <= 0 || negatives != NULL, NULL);
+  if (!ddim_direction_name_is_valid (name, error))
+    return NULL;
+  if (n_pos < 1 || n_neg < 1)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                   "fitting a direction needs at least one positive and one negative example "
+                   "(got %d and %d)", MAX (n_pos, 0), MAX (n_neg, 0));
+      return NULL;
+    }
+  DdimFitPlan plan;
+  if (!ddim_fit_plan (unet, s, height, width, o, &plan, error))
+    return NULL;
+
+  int N = n_pos + n_neg;
+  int total = ddim_fit_plan_calls (&plan, o, n_pos) + ddim_fit_plan_calls (&plan, o, n_neg);
+  int done = 0;
+  g_autofree double *f = g_new (double, (gsize) N * plan.D);
+  if (!ddim_fit_collect (unet, s, positives, n_pos, height, width, o, &plan, f, &done, total,
+                         error)
+      || !ddim_fit_collect (unet, s, negatives, n_neg, height, width, o, &plan,
+                            f + (gsize) n_pos * plan.D, &done, total, error))
+    return NULL;
+  g_autofree double *y = g_new (double, N), *cw = g_new (double, N);
+  for (int i = 0; i < N; i++)
+    {
+      y[i] = i < n_pos ? 1.0 : -1.0;
+      cw[i] = i < n_pos ? 0.5 / n_pos : 0.5 / n_neg;
+    }
+  return ddim_fit_from_features (name, o->description, f, y, cw, N, &plan, o, error);
 }

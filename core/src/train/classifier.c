@@ -14,6 +14,11 @@ static const char *const class_names[N_CLASSES] = {
   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
 };
 
+static const char *const class_slugs[N_CLASSES] = {
+  "t-shirt", "trouser", "pullover", "dress", "coat",
+  "sandal", "shirt", "sneaker", "bag", "ankle-boot"
+};
+
 struct _DdimClassifier {
   DdimConvNet *net;
   int          channels, size;
@@ -23,6 +28,32 @@ const char *
 ddim_fashion_mnist_class_name (int label)
 {
   return label >= 0 && label < N_CLASSES ? class_names[label] : NULL;
+}
+
+const char *
+ddim_fashion_mnist_class_slug (int label)
+{
+  return label >= 0 && label < N_CLASSES ? class_slugs[label] : NULL;
+}
+
+gboolean
+ddim_fashion_mnist_class_from_name (const char *name, int *label, GError **error)
+{
+  g_return_val_if_fail (label != NULL, FALSE);
+  for (int k = 0; name && k < N_CLASSES; k++)
+    if (g_ascii_strcasecmp (name, class_slugs[k]) == 0
+        || g_ascii_strcasecmp (name, class_names[k]) == 0)
+      {
+        *label = k;
+        return TRUE;
+      }
+  GString *all = g_string_new (NULL);
+  for (int k = 0; k < N_CLASSES; k++)
+    g_string_append_printf (all, "%s%s", k ? ", " : "", class_slugs[k]);
+  g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+               "'%s' is not a Fashion-MNIST class (%s)", name ? name : "(null)", all->str);
+  g_string_free (all, TRUE);
+  return FALSE;
 }
 
 void
