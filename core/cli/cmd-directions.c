@@ -58,7 +58,7 @@ cmd_list (int argc, char **argv)
 {
   const char *cmd = "directions list";
   GOptionEntry entries[] = { G_OPTION_ENTRY_NULL };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL|FILE");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL|FILE]");
   g_option_context_set_summary (ctx,
       "Lists the directions of MODEL/directions.safetensors or of a directions FILE:\n"
       "name, kind, space (h: shifts the mid-block output; x: moves x_t), shape, the\n"
@@ -66,6 +66,9 @@ cmd_list (int argc, char **argv)
   g_option_context_add_main_entries (ctx, entries, NULL);
   int rc;
   if (!cli_parse_options (ctx, cmd, &argc, &argv, &rc))
+    return rc;
+  g_auto (GStrv) args = NULL;
+  if (argc < 2 && !cli_model_argument (cmd, 0, &argc, &argv, &args, &rc))
     return rc;
   if (argc != 2)
     return cli_usage_error (cmd, argc < 2 ? "missing MODEL folder or directions FILE"
@@ -236,7 +239,7 @@ cmd_fit (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
       "Fits an h-space direction from examples: every image (resized to the model's\n"
       "sample_size) is inverted with DDIM and sampled back, h is averaged over the\n"
@@ -250,8 +253,11 @@ cmd_fit (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, cmd, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (cmd, 0, &argc, &argv, &args, &rc))
+    return rc;
   if (argc != 2)
-    return cli_usage_error (cmd, argc < 2 ? "missing MODEL folder" : "too many arguments");
+    return cli_usage_error (cmd, "too many arguments");
   if (by_class)
     {
       if (positive || negative)
@@ -397,7 +403,7 @@ cmd_discover (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL IMAGE|LATENT");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL] IMAGE|LATENT");
   g_option_context_set_summary (ctx,
       "Finds unsupervised directions for one image (Park et al., NeurIPS 2023): the\n"
       "top-k right singular vectors v of the Jacobian J = dh/dx_t of the UNet's\n"
@@ -409,8 +415,11 @@ cmd_discover (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, cmd, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (cmd, 1, &argc, &argv, &args, &rc))
+    return rc;
   if (argc != 3)
-    return cli_usage_error (cmd, argc < 3 ? "missing MODEL folder and IMAGE or LATENT"
+    return cli_usage_error (cmd, argc < 3 ? "missing IMAGE or LATENT"
                                           : "too many arguments");
   if (output == NULL)
     return cli_usage_error (cmd, "missing -o FILE");
@@ -561,7 +570,7 @@ cmd_pca (int argc, char **argv)
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr (GOptionContext) ctx = g_option_context_new ("MODEL");
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
       "Finds global h-space directions: the principal components of h (the UNet's\n"
       "mid-block output) over the sampling trajectories of N generated samples, at\n"
@@ -571,8 +580,11 @@ cmd_pca (int argc, char **argv)
   int rc;
   if (!cli_parse_options (ctx, cmd, &argc, &argv, &rc))
     return rc;
+  g_auto (GStrv) args = NULL;
+  if (!cli_model_argument (cmd, 0, &argc, &argv, &args, &rc))
+    return rc;
   if (argc != 2)
-    return cli_usage_error (cmd, argc < 2 ? "missing MODEL folder" : "too many arguments");
+    return cli_usage_error (cmd, "too many arguments");
   if (output == NULL)
     return cli_usage_error (cmd, "missing -o FILE");
   if (!cli_check_range (cmd, "-k", k, 1, 4096, &rc)

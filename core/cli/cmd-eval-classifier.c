@@ -293,7 +293,7 @@ cli_cmd_eval_classifier (int argc, char **argv)
       "      trains it on the training split, reports the test accuracy, writes DIR\n"
       "  test DIR\n"
       "      test accuracy and confusion counts on the test split\n"
-      "  histogram DIR MODEL [-n 1000] [--steps 50] [--seed S]\n"
+      "  histogram DIR [MODEL] [-n 1000] [--steps 50] [--seed S]\n"
       "      classifies DDIM samples of MODEL (eta 0, the x_T of 'ddim sample') and\n"
       "      prints the class histogram, flagging a class that is missing or above 20%");
   g_option_context_add_main_entries (ctx, entries, NULL);
@@ -332,11 +332,15 @@ cli_cmd_eval_classifier (int argc, char **argv)
     }
   if (g_str_equal (sub, "histogram"))
     {
-      if (argc != 4)
-        return cli_usage_error (CMD, "usage: histogram CLASSIFIER_DIR MODEL");
+      if (argc != 3 && argc != 4)
+        return cli_usage_error (CMD, "usage: histogram CLASSIFIER_DIR [MODEL]");
       if (!cli_check_range (CMD, "-n", n, 1, 1000000, &rc))
         return rc;
-      return cmd_histogram (argv[2], argv[3], n, steps > 0 ? steps : 50, seed,
+      g_autoptr (GError) error = NULL;
+      g_autofree char *model_dir = argc == 4 ? g_strdup (argv[3]) : cli_default_model_dir (&error);
+      if (model_dir == NULL)
+        return cli_error (CMD, error);
+      return cmd_histogram (argv[2], model_dir, n, steps > 0 ? steps : 50, seed,
                             batch > 0 ? batch : 50, quiet);
     }
   return cli_usage_error (CMD, "unknown subcommand '%s' (train, test or histogram)", sub);
