@@ -67,6 +67,14 @@ test_model_from_environment (void)
   g_assert_nonnull (strstr (r.out, "32x32"));
   run_clear (&r);
 
+  /* Without DDIM_MODEL: the embedded model (installed, else the source
+   * tree's). */
+  run_ddim (&r, NULL, (const char *[]){ "info", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "fashion-mnist-32"));
+  g_assert_nonnull (strstr (r.out, "32x32"));
+  run_clear (&r);
+
   /* Subcommands too: the fixture has no directions file, and the message
    * names the default model's. */
   run_ddim (&r, variant, (const char *[]){ "directions", "list", NULL });

@@ -86,14 +86,21 @@ cli_check_range (const char *cmd, const char *what, int value, int min, int max,
   return TRUE;
 }
 
+static gboolean
+is_model_folder (const char *path)
+{
+  g_autofree char *config = g_build_filename (path, "config.json", NULL);
+  return g_file_test (config, G_FILE_TEST_IS_REGULAR);
+}
+
+
 char *
 cli_default_model_dir (GError **error)
 {
   const char *env = g_getenv ("DDIM_MODEL");
   if (env != NULL && env[0] != '\0')
     {
-      g_autofree char *config = g_build_filename (env, "config.json", NULL);
-      if (g_file_test (config, G_FILE_TEST_IS_REGULAR))
+      if (is_model_folder (env))
         return g_strdup (env);
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
                    "DDIM_MODEL is '%s', which is not a model folder (it has no config.json)", env);
@@ -101,24 +108,13 @@ cli_default_model_dir (GError **error)
     }
   const char *candidates[] = { DDIM_INSTALLED_MODEL_DIR, DDIM_SOURCE_MODEL_DIR };
   for (gsize i = 0; i < G_N_ELEMENTS (candidates); i++)
-    {
-      g_autofree char *config = g_build_filename (candidates[i], "config.json", NULL);
-      if (g_file_test (config, G_FILE_TEST_IS_REGULAR))
-        return g_strdup (candidates[i]);
-    }
+    if (is_model_folder (candidates[i]))
+      return g_strdup (candidates[i]);
   g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
                "no MODEL folder given and the default model is not installed (looked in %s and "
                "%s); pass a model folder or set DDIM_MODEL",
                DDIM_INSTALLED_MODEL_DIR, DDIM_SOURCE_MODEL_DIR);
   return NULL;
-}
-
-
-static gboolean
-is_model_folder (const char *path)
-{
-  g_autofree char *config = g_build_filename (path, "config.json", NULL);
-  return g_file_test (config, G_FILE_TEST_IS_REGULAR);
 }
 
 
