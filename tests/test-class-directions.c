@@ -10,6 +10,8 @@
 
 #include "ddim/ddim.h"
 
+#include "cli-run.h"
+
 #define N_CLASSES DDIM_FASHION_MNIST_N_CLASSES
 
 static DdimModel *
@@ -477,44 +479,15 @@ test_shape_mask (void)
 
 /* ---- the command line ---- */
 
-typedef struct {
-  int   status;
-  char *out;
-  char *err;
-} Run;
-
-static void
-run_clear (Run *r)
-{
-  g_clear_pointer (&r->out, g_free);
-  g_clear_pointer (&r->err, g_free);
-}
-
-static void
-run_ddim (Run *r, const char *const *args)
-{
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) g_getenv ("DDIM_CLI"));
-  for (int i = 0; args[i]; i++)
-    g_ptr_array_add (argv, (gpointer) args[i]);
-  g_ptr_array_add (argv, NULL);
-  g_autoptr (GError) error = NULL;
-  int wait_status = 0;
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL,
-                               &r->out, &r->err, &wait_status, &error));
-  g_assert_no_error (error);
-  r->status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : -1;
-}
-
 static void
 expect_failure (const char *const *args, int status, const char *says)
 {
-  Run r = { 0 };
-  run_ddim (&r, args);
+  CliRun r = { 0 };
+  cli_run (&r, NULL, args);
   if (r.status != status || strstr (r.err, says) == NULL)
     g_error ("ddim %s ...: status %d, stderr:\n%s\n(expected status %d and '%s')", args[0],
              r.status, r.err, status, says);
-  run_clear (&r);
+  cli_run_clear (&r);
 }
 
 static gboolean
@@ -586,11 +559,11 @@ test_cli_errors (void)
                   2, "would be empty");
   expect_failure ((const char *[]){ "directions", "set-range", out, "bag", "--max", "2", NULL },
                   1, "sneaker");
-  Run r = { 0 };
-  run_ddim (&r, (const char *[]){ "directions", "set-range", out, "sneaker", "--max", "2.5",
-                                  NULL });
+  CliRun r = { 0 };
+  cli_run (&r, NULL, (const char *[]){ "directions", "set-range", out, "sneaker", "--max", "2.5",
+                                        NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   g_autoptr (DdimDirectionSet) back = ddim_direction_set_load (out, &error);
   g_assert_no_error (error);
   g_assert_cmpfloat (ddim_direction_set_get_nth (back, 0)->strength_min, ==, -1);
@@ -652,12 +625,12 @@ test_cli_end_to_end (void)
   g_autofree char *all = g_build_filename (dir, "all.safetensors", NULL);
   g_autofree char *grid = g_build_filename (dir, "grid.png", NULL);
 
-  Run r = { 0 };
-  run_ddim (&r, (const char *[]){ "directions", "fit", variant, "--by-class", "--data",
-                                  "fashion-mnist-test", "--per-class", "1", "--steps", "2",
-                                  "-q", "-o", classes, NULL });
+  CliRun r = { 0 };
+  cli_run (&r, NULL, (const char *[]){ "directions", "fit", variant, "--by-class", "--data",
+                                        "fashion-mnist-test", "--per-class", "1", "--steps", "2",
+                                        "-q", "-o", classes, NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (classes, &error);
   g_assert_no_error (error);
   g_assert_cmpuint (ddim_direction_set_get_n (set), ==, N_CLASSES);
@@ -665,21 +638,22 @@ test_cli_end_to_end (void)
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 7)->description, ==, "toward sneaker");
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 9)->description, ==, "toward ankle boot");
 
-  run_ddim (&r, (const char *[]){ "directions", "pca", variant, "-k", "2", "-n", "4",
-                                  "--steps", "2", "-q", "-o", pca, NULL });
+  cli_run (&r, NULL, (const char *[]){ "directions", "pca", variant, "-k", "2", "-n", "4",
+                                        "--steps", "2", "-q", "-o", pca, NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
-  run_ddim (&r, (const char *[]){ "directions", "merge", classes, pca, "-o", all, "-q", NULL });
+  cli_run_clear (&r);
+  cli_run (&r, NULL,
+           (const char *[]){ "directions", "merge", classes, pca, "-o", all, "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   g_autoptr (DdimDirectionSet) merged = ddim_direction_set_load (all, &error);
   g_assert_no_error (error);
   g_assert_cmpuint (ddim_direction_set_get_n (merged), ==, N_CLASSES + 2);
 
-  run_ddim (&r, (const char *[]){ "eval-edit", variant, "--classifier", classifier,
-                                  "--directions", all, "--classes", "sneaker,bag",
-                                  "--per-class", "3", "--batch", "2", "--steps", "2",
-                                  "--strength", "0,5", "--samples-png", grid, "-q", NULL });
+  cli_run (&r, NULL, (const char *[]){ "eval-edit", variant, "--classifier", classifier,
+                                        "--directions", all, "--classes", "sneaker,bag",
+                                        "--per-class", "3", "--batch", "2", "--steps", "2",
+                                        "--strength", "0,5", "--samples-png", grid, "-q", NULL });
   if (r.status != 0)
     g_error ("eval-edit failed:\n%s", r.err);
   /* Two directions x two strengths, the means, the sweep's choice. */
@@ -688,7 +662,7 @@ test_cli_end_to_end (void)
   g_assert_nonnull (strstr (r.out, "Mean success over 2 directions at strength 5"));
   g_assert_nonnull (strstr (r.out, "Highest success per direction"));
   g_assert_null (strstr (r.out, "\npca-1 "));
-  run_clear (&r);
+  cli_run_clear (&r);
   g_autoptr (DdimImage) png = ddim_image_load (grid, 1, 0, 0, &error);
   g_assert_no_error (error);
   /* 2 x 2 rows of 3 source/edit pairs, 32-pixel cells, 2-pixel gaps. */

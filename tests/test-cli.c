@@ -6,38 +6,16 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
-typedef struct {
-  int   status;
-  char *out;
-  char *err;
-} Run;
+#include "cli-run.h"
 
+/* Runs ddim with DDIM_MODEL set to @model_env (NULL: unset). */
 static void
-run_clear (Run *r)
+run_ddim (CliRun *r, const char *model_env, const char *const *args)
 {
-  g_clear_pointer (&r->out, g_free);
-  g_clear_pointer (&r->err, g_free);
-}
-
-/* Runs ddim with @args (NULL-terminated) and DDIM_MODEL set to @model_env
- * (NULL: unset). */
-static void
-run_ddim (Run *r, const char *model_env, const char *const *args)
-{
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) g_getenv ("DDIM_CLI"));
-  for (int i = 0; args[i]; i++)
-    g_ptr_array_add (argv, (gpointer) args[i]);
-  g_ptr_array_add (argv, NULL);
   g_auto (GStrv) envp = g_get_environ ();
   envp = model_env ? g_environ_setenv (envp, "DDIM_MODEL", model_env, TRUE)
                    : g_environ_unsetenv (envp, "DDIM_MODEL");
-  g_autoptr (GError) error = NULL;
-  int wait_status = 0;
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, envp, G_SPAWN_DEFAULT, NULL, NULL,
-                               &r->out, &r->err, &wait_status, &error));
-  g_assert_no_error (error);
-  r->status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : -1;
+  cli_run (r, envp, args);
 }
 
 static char *
@@ -60,12 +38,12 @@ test_model_from_environment (void)
       g_test_skip ("DDIM_FIXTURES_DIR not set");
       return;
     }
-  Run r = { 0 };
+  CliRun r = { 0 };
   run_ddim (&r, variant, (const char *[]){ "info", NULL });
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "tiny-variant"));
   g_assert_nonnull (strstr (r.out, "32x32"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   /* Without DDIM_MODEL: the embedded model (installed, else the source
    * tree's). */
@@ -73,7 +51,7 @@ test_model_from_environment (void)
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "fashion-mnist-32"));
   g_assert_nonnull (strstr (r.out, "32x32"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   /* Subcommands too: the fixture has no directions file, and the message
    * names the default model's. */
@@ -81,13 +59,13 @@ test_model_from_environment (void)
   g_assert_cmpint (r.status, ==, 1);
   g_assert_nonnull (strstr (r.err, "tiny-variant"));
   g_assert_nonnull (strstr (r.err, "directions.safetensors"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   run_ddim (&r, variant, (const char *[]){ "info", cifar, NULL });
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "tiny-cifar"));
   g_assert_null (strstr (r.out, "tiny-variant"));
-  run_clear (&r);
+  cli_run_clear (&r);
 }
 
 /* invert, reconstruct and sample work with and without MODEL, with the
@@ -109,18 +87,18 @@ test_optional_model_round_trip (void)
   g_autofree char *lat2 = g_build_filename (dir, "b.safetensors", NULL);
   g_autofree char *back = g_build_filename (dir, "back.png", NULL);
 
-  Run r = { 0 };
+  CliRun r = { 0 };
   run_ddim (&r, variant, (const char *[]){ "sample", "-o", image, "--steps", "4", "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   run_ddim (&r, variant,
             (const char *[]){ "invert", image, "-o", lat1, "--steps", "4", "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   run_ddim (&r, NULL,
             (const char *[]){ "invert", variant, image, "-o", lat2, "--steps", "4", "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
 
   g_autofree char *a = NULL, *b = NULL;
   gsize na = 0, nb = 0;
@@ -132,14 +110,14 @@ test_optional_model_round_trip (void)
   run_ddim (&r, variant, (const char *[]){ "reconstruct", lat1, "-o", back, "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
   g_assert_true (g_file_test (back, G_FILE_TEST_IS_REGULAR));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   /* A mistyped model folder is not taken for the image. */
   run_ddim (&r, variant,
             (const char *[]){ "invert", "no-such-model/", image, "-o", lat1, "-q", NULL });
   g_assert_cmpint (r.status, ==, 1);
   g_assert_nonnull (strstr (r.err, "no-such-model"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   for (const char *const *f = (const char *[]){ image, lat1, lat2, back, NULL }; *f; f++)
     g_unlink (*f);
@@ -150,17 +128,17 @@ test_optional_model_round_trip (void)
 static void
 test_bad_model_environment (void)
 {
-  Run r = { 0 };
+  CliRun r = { 0 };
   run_ddim (&r, "/nonexistent/model", (const char *[]){ "info", NULL });
   g_assert_cmpint (r.status, ==, 1);
   g_assert_nonnull (strstr (r.err, "DDIM_MODEL"));
   g_assert_nonnull (strstr (r.err, "/nonexistent/model"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   run_ddim (&r, "/nonexistent/model", (const char *[]){ "sample", "-o", "x.png", NULL });
   g_assert_cmpint (r.status, ==, 1);
   g_assert_nonnull (strstr (r.err, "DDIM_MODEL"));
-  run_clear (&r);
+  cli_run_clear (&r);
 }
 
 /* `train --export` writes the same model as the end of the run that made
@@ -182,7 +160,7 @@ test_train_export (void)
   g_autofree char *trained = g_build_filename (dir, "trained", NULL);
   g_autofree char *exported = g_build_filename (dir, "exported", NULL);
   g_assert_cmpint (g_mkdir (images, 0755), ==, 0);
-  Run r = { 0 };
+  CliRun r = { 0 };
   for (int i = 0; i < 3; i++)
     {
       g_autofree char *name = g_strdup_printf ("%d.png", i);
@@ -191,18 +169,18 @@ test_train_export (void)
       run_ddim (&r, variant, (const char *[]){ "sample", "-o", path, "--steps", "2", "--seed",
                                                seed, "-q", NULL });
       g_assert_cmpint (r.status, ==, 0);
-      run_clear (&r);
+      cli_run_clear (&r);
     }
   run_ddim (&r, NULL, (const char *[]){ "train", "--config", variant, "--data", images,
                                         "--steps", "2", "--batch", "2", "--out", trained,
                                         "--checkpoint", ck, "--f16", "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
-  run_clear (&r);
+  cli_run_clear (&r);
   run_ddim (&r, NULL, (const char *[]){ "train", "--resume", ck, "--export", "--out", exported,
                                         "--f16", NULL });
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "step 2"));
-  run_clear (&r);
+  cli_run_clear (&r);
   const char *files[] = { "config.json", "diffusion_pytorch_model.safetensors",
                           "scheduler/scheduler_config.json" };
   for (gsize i = 0; i < G_N_ELEMENTS (files); i++)
@@ -218,7 +196,7 @@ test_train_export (void)
   run_ddim (&r, NULL, (const char *[]){ "train", "--export", "--out", exported, NULL });
   g_assert_cmpint (r.status, ==, 2);
   g_assert_nonnull (strstr (r.err, "--resume"));
-  run_clear (&r);
+  cli_run_clear (&r);
 
   g_autofree char *cmd = g_strdup_printf ("rm -rf '%s'", dir);
   g_assert_cmpint (system (cmd), ==, 0);
