@@ -87,10 +87,11 @@ gboolean     ddim_convnet_output_size (const DdimConvNet *net, int height, int w
 void         ddim_convnet_set_metadata (DdimConvNet *net, const char *key, const char *value);
 /* Borrowed; NULL when absent. */
 const char  *ddim_convnet_get_metadata (const DdimConvNet *net, const char *key);
-/* Metadata @key as an integer in [min, max] (min >= 0); FALSE when it is
- * missing or not such a number. */
+/* Metadata @key as an integer in [min, max] (min >= 0); FALSE with a
+ * DDIM_ERROR_FORMAT (naming the key, not the folder) when it is missing or
+ * not such a number. */
 gboolean    ddim_convnet_get_metadata_int (const DdimConvNet *net, const char *key, int min, int max,
-                                           int *out);
+                                           int *out, GError **error);
 
 /* ---- forward and backward ---- */
 
@@ -183,6 +184,11 @@ gboolean     ddim_convnet_check_output_dir (const char *dir, GError **error);
  * JSON, a bad architecture), DDIM_ERROR_UNSUPPORTED (a newer version),
  * DDIM_ERROR_MISMATCH (a tensor missing or of another shape). */
 DdimConvNet *ddim_convnet_load (const char *dir, GError **error);
+/* ddim_convnet_load, then a DDIM_ERROR_FORMAT unless the metadata "kind" is
+ * @kind; @what names such a network in that error ("an inversion
+ * encoder"). */
+DdimConvNet *ddim_convnet_load_kind (const char *dir, const char *kind, const char *what,
+                                     GError **error);
 
 /* The file names inside a network folder. */
 #define DDIM_CONVNET_CONFIG_NAME "config.json"

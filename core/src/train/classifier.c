@@ -373,37 +373,22 @@ ddim_classifier_save (const DdimClassifier *c, const char *dir, gboolean f16, GE
   return ddim_convnet_save (c->net, dir, f16, error);
 }
 
-static gboolean
-meta_int (DdimConvNet *net, const char *path, const char *key, int min, int max, int *out,
-          GError **error)
-{
-  if (ddim_convnet_get_metadata_int (net, key, min, max, out))
-    return TRUE;
-  g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-               "%s: the classifier's metadata has no valid '%s'", path, key);
-  return FALSE;
-}
-
 DdimClassifier *
 ddim_classifier_load (const char *dir, GError **error)
 {
   g_return_val_if_fail (dir != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-  g_autoptr (DdimConvNet) net = ddim_convnet_load (dir, error);
+  g_autoptr (DdimConvNet) net = ddim_convnet_load_kind (dir, KIND, "a Fashion-MNIST classifier",
+                                                       error);
   if (net == NULL)
     return NULL;
-  const char *kind = ddim_convnet_get_metadata (net, "kind");
-  if (kind == NULL || !g_str_equal (kind, KIND))
+  int channels, size;
+  if (!ddim_convnet_get_metadata_int (net, "channels", 1, 3, &channels, error)
+      || !ddim_convnet_get_metadata_int (net, "size", 4, 4096, &size, error))
     {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "%s is not a Fashion-MNIST classifier (its config.json metadata has kind "
-                   "'%s', not '%s')", dir, kind ? kind : "(none)", KIND);
+      g_prefix_error (error, "%s: ", dir);
       return NULL;
     }
-  int channels, size;
-  if (!meta_int (net, dir, "channels", 1, 3, &channels, error)
-      || !meta_int (net, dir, "size", 4, 4096, &size, error))
-    return NULL;
   g_autoptr (GError) local = NULL;
   if (ddim_convnet_get_in_channels (net) != channels || !check_net (net, size, &local))
     {

@@ -1230,14 +1230,39 @@ ddim_convnet_load (const char *dir, GError **error)
   return g_steal_pointer (&net);
 }
 
+DdimConvNet *
+ddim_convnet_load_kind (const char *dir, const char *kind, const char *what, GError **error)
+{
+  g_return_val_if_fail (dir != NULL && kind != NULL && what != NULL, NULL);
+  g_autoptr (DdimConvNet) net = ddim_convnet_load (dir, error);
+  if (net == NULL)
+    return NULL;
+  const char *found = ddim_convnet_get_metadata (net, "kind");
+  if (found == NULL || !g_str_equal (found, kind))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "%s is not %s (its config.json metadata has kind '%s', not '%s')", dir, what,
+                   found ? found : "(none)", kind);
+      return NULL;
+    }
+  return g_steal_pointer (&net);
+}
+
 gboolean
-ddim_convnet_get_metadata_int (const DdimConvNet *net, const char *key, int min, int max, int *out)
+ddim_convnet_get_metadata_int (const DdimConvNet *net, const char *key, int min, int max, int *out,
+                               GError **error)
 {
   g_return_val_if_fail (net != NULL && key != NULL && out != NULL && min >= 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
   const char *s = ddim_convnet_get_metadata (net, key);
   guint64 v;
   if (s == NULL || !g_ascii_string_to_unsigned (s, 10, (guint64) min, (guint64) max, &v, NULL))
-    return FALSE;
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "the config.json metadata has no valid '%s' (an integer from %d to %d)", key,
+                   min, max);
+      return FALSE;
+    }
   *out = (int) v;
   return TRUE;
 }

@@ -340,41 +340,25 @@ ddim_encoder_save (const DdimEncoder *e, const char *dir, gboolean f16, GError *
   return ddim_convnet_save (e->net, dir, f16, error);
 }
 
-static gboolean
-meta_int (DdimConvNet *net, const char *dir, const char *key, int min, int max, int *out,
-          GError **error)
-{
-  if (ddim_convnet_get_metadata_int (net, key, min, max, out))
-    return TRUE;
-  g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-               "%s: the encoder's metadata has no valid '%s'", dir, key);
-  return FALSE;
-}
-
 DdimEncoder *
 ddim_encoder_load (const char *dir, const char *expected_sha256, GError **error)
 {
   g_return_val_if_fail (dir != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-  g_autoptr (DdimConvNet) net = ddim_convnet_load (dir, error);
+  g_autoptr (DdimConvNet) net = ddim_convnet_load_kind (dir, KIND, "an inversion encoder", error);
   if (net == NULL)
     return NULL;
-  const char *kind = ddim_convnet_get_metadata (net, "kind");
-  if (kind == NULL || !g_str_equal (kind, KIND))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "%s is not an inversion encoder (its config.json metadata has kind '%s', "
-                   "not '%s')", dir, kind ? kind : "(none)", KIND);
-      return NULL;
-    }
   int channels, size, steps;
   DdimSpacing spacing;
   const char *sha = ddim_convnet_get_metadata (net, "model_sha256");
   const char *sp = ddim_convnet_get_metadata (net, "spacing");
-  if (!meta_int (net, dir, "channels", 1, 65536, &channels, error)
-      || !meta_int (net, dir, "size", 4, 65536, &size, error)
-      || !meta_int (net, dir, "ddim_steps", 1, 1000000, &steps, error))
-    return NULL;
+  if (!ddim_convnet_get_metadata_int (net, "channels", 1, 65536, &channels, error)
+      || !ddim_convnet_get_metadata_int (net, "size", 4, 65536, &size, error)
+      || !ddim_convnet_get_metadata_int (net, "ddim_steps", 1, 1000000, &steps, error))
+    {
+      g_prefix_error (error, "%s: ", dir);
+      return NULL;
+    }
   if (sha == NULL || sp == NULL || !ddim_spacing_from_string (sp, &spacing, NULL))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
