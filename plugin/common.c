@@ -15,11 +15,12 @@ ddim_plugin_add_model_argument (GimpProcedure *procedure)
 }
 
 void
-ddim_plugin_add_inversion_arguments (GimpProcedure *procedure)
+ddim_plugin_add_inversion_arguments (GimpProcedure *procedure, DdimInversionMethod default_method,
+                                     int default_steps)
 {
   gimp_procedure_add_int_argument (procedure, "steps", _("_Steps"),
       _("Number of DDIM steps (more: slower, closer to the exact inverse)"),
-      1, 1000, 50, G_PARAM_READWRITE);
+      1, 1000, default_steps, G_PARAM_READWRITE);
   gimp_procedure_add_choice_argument (procedure, "method", _("Inversion _method"),
       _("How the image is inverted"),
       gimp_choice_new_with_values (
@@ -33,7 +34,7 @@ ddim_plugin_add_inversion_arguments (GimpProcedure *procedure)
           "bdia", DDIM_METHOD_BDIA, _("BDIA"),
           _("Bidirectional integration, exactly invertible: one evaluation per step"),
           NULL),
-      "ddim", G_PARAM_READWRITE);
+      ddim_inversion_method_to_string (default_method), G_PARAM_READWRITE);
   gimp_procedure_add_choice_argument (procedure, "resize", _("_Resolution"),
       _("How the layer's size is matched to the model"),
       gimp_choice_new_with_values (

@@ -65,9 +65,23 @@ void            ddim_source_info_free (DdimSourceInfo *info);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DdimSourceInfo, ddim_source_info_free)
 
 /* Common arguments: "model-folder"; "steps", "method" and "resize" (the
- * settings of an inversion). */
+ * settings of an inversion), with the procedure's own default method and
+ * steps (see DDIM_PLUGIN_*_DEFAULT). */
 void            ddim_plugin_add_model_argument (GimpProcedure *procedure);
-void            ddim_plugin_add_inversion_arguments (GimpProcedure *procedure);
+void            ddim_plugin_add_inversion_arguments (GimpProcedure *procedure,
+                                                     DdimInversionMethod default_method,
+                                                     int default_steps);
+
+/* Defaults chosen from the 500-image comparison of the default model
+ * (README, "Inversion methods"). Invert to latent: BDIA, exact to float32
+ * round-off at one model evaluation per step, so 20 steps suffice for the
+ * round trip. Semantic edit and Interpolate decode with plain DDIM, so
+ * their own inversions are plain DDIM at 50 steps, the setting their
+ * measurements used. */
+#define DDIM_PLUGIN_INVERT_METHOD_DEFAULT DDIM_METHOD_BDIA
+#define DDIM_PLUGIN_INVERT_STEPS_DEFAULT  20
+#define DDIM_PLUGIN_DECODE_METHOD_DEFAULT DDIM_METHOD_DDIM
+#define DDIM_PLUGIN_DECODE_STEPS_DEFAULT  50
 
 /* An EXECUTION_ERROR return with @error (taken). */
 GimpValueArray *ddim_plugin_fail (GimpProcedure *procedure, GError *error);

@@ -27,7 +27,8 @@ static void
 interpolate_add_arguments (GimpProcedure *procedure)
 {
   ddim_plugin_add_model_argument (procedure);
-  ddim_plugin_add_inversion_arguments (procedure);
+  ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
+                                       DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
   gimp_procedure_add_layer_argument (procedure, "second-layer", _("Second _layer"),
       _("The layer to interpolate to (the selected layer is the first)"), TRUE,
       G_PARAM_READWRITE);

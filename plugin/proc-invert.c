@@ -9,7 +9,8 @@ static void
 invert_add_arguments (GimpProcedure *procedure)
 {
   ddim_plugin_add_model_argument (procedure);
-  ddim_plugin_add_inversion_arguments (procedure);
+  ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_INVERT_METHOD_DEFAULT,
+                                       DDIM_PLUGIN_INVERT_STEPS_DEFAULT);
   gimp_procedure_add_string_argument (procedure, "latent-file", _("Also save latent _to file"),
       _("A file to write the latent to as well (safetensors, for the ddim command-line "
         "tool); empty: none"),

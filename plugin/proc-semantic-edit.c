@@ -28,7 +28,8 @@ static void
 edit_add_arguments (GimpProcedure *procedure)
 {
   ddim_plugin_add_model_argument (procedure);
-  ddim_plugin_add_inversion_arguments (procedure);
+  ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
+                                       DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
   gimp_procedure_add_string_argument (procedure, "direction", _("_Direction"),
       _("A direction of the model (a name in its directions.safetensors, or component-N: "
         "the N-th unsupervised or PCA direction there, from 1), or the path of a directions "

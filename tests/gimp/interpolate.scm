@@ -17,7 +17,8 @@
 (gimp-layer-set-offsets second 9 6)
 
 (define lat (plug-in-ddim-invert #:run-mode RUN-NONINTERACTIVE #:image img
-              #:drawables (vector photo) #:model-folder model-variant #:steps 5))
+              #:drawables (vector photo) #:model-folder model-variant #:steps 5
+              #:method "ddim"))
 (define rec (plug-in-ddim-reconstruct #:run-mode RUN-NONINTERACTIVE #:image img
               #:drawables (vector lat) #:model-folder model-variant))
 (export-layer rec "recon.png")

@@ -33,9 +33,12 @@
 (export-visible img "zero.png")
 (gimp-item-set-visible zero #f)
 
-; A latent to reuse, then the edit run on the latent layer.
+; A latent to reuse (made with the edit's settings: Invert to latent's
+; default method is BDIA, the edit's plain DDIM), then the edit run on the
+; latent layer.
 (define lat (plug-in-ddim-invert #:run-mode RUN-NONINTERACTIVE #:image img
-              #:drawables (vector photo) #:model-folder model-variant #:steps 6))
+              #:drawables (vector photo) #:model-folder model-variant #:steps 6
+              #:method "ddim"))
 (gimp-item-set-visible lat #f)
 (define before (layer-count img))
 (define edited (edit lat (string-append dirs "#component-2") 40.0 "fit"))
