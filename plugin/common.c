@@ -289,6 +289,31 @@ ddim_plugin_insert (GimpImage *image, GimpLayer *layer, GimpLayer *parent, int p
                         gimp_drawable_get_height (GIMP_DRAWABLE (layer)));
 }
 
+GimpValueArray *
+ddim_plugin_finish_with_layer (GimpProcedure *procedure, GimpImage *image, GimpLayer *above,
+                               const char *name, int x, int y, int width, int height,
+                               const float *rgba, const DdimPluginParasite *parasites,
+                               int n_parasites)
+{
+  GError *error = NULL;
+  gimp_image_undo_group_start (image);
+  GimpLayer *result = ddim_plugin_new_layer (image, name, width, height, rgba);
+  gimp_layer_set_offsets (result, x, y);
+  ddim_plugin_insert_above (image, result, above);
+  gboolean ok = TRUE;
+  for (int i = 0; ok && i < n_parasites; i++)
+    ok = ddim_plugin_attach (GIMP_ITEM (result), parasites[i].name, parasites[i].data, &error);
+  if (!ok)
+    gimp_image_remove_layer (image, result);
+  gimp_image_undo_group_end (image);
+  if (!ok)
+    return ddim_plugin_fail (procedure, error);
+  gimp_progress_end ();
+  GimpValueArray *values = gimp_procedure_new_return_values (procedure, GIMP_PDB_SUCCESS, NULL);
+  GIMP_VALUES_SET_LAYER (values, 1, result);
+  return values;
+}
+
 gboolean
 ddim_plugin_attach (GimpItem *item, const char *name, GBytes *data, GError **error)
 {

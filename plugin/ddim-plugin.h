@@ -137,6 +137,24 @@ void            ddim_plugin_insert_above (GimpImage *image, GimpLayer *layer, Gi
 void            ddim_plugin_insert (GimpImage *image, GimpLayer *layer, GimpLayer *parent,
                                     int position);
 
+/* A parasite to attach to a result layer; @data is borrowed. */
+typedef struct {
+  const char *name;
+  GBytes     *data;
+} DdimPluginParasite;
+
+/* How a procedure that adds one layer ends: in one undo group, a new layer
+ * @name (@width x @height of @rgba, as ddim_plugin_new_layer) at image
+ * offsets (@x, @y) just above @above, with @n_parasites parasites (when
+ * GIMP refuses one, the layer is removed again). Ends the progress and
+ * returns the success values with the layer as value 1, or the
+ * EXECUTION_ERROR. */
+GimpValueArray *ddim_plugin_finish_with_layer (GimpProcedure *procedure, GimpImage *image,
+                                               GimpLayer *above, const char *name, int x, int y,
+                                               int width, int height, const float *rgba,
+                                               const DdimPluginParasite *parasites,
+                                               int n_parasites);
+
 /* Persistent, undoable parasites. */
 gboolean        ddim_plugin_attach (GimpItem *item, const char *name, GBytes *data,
                                     GError **error);

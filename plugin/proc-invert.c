@@ -109,24 +109,13 @@ invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   g_autofree char *new_name = g_strdup_printf (_("Latent of %s"), name);
 
   /* Only now the image changes, in one undo step. */
-  gimp_image_undo_group_start (image);
-  GimpLayer *result = ddim_plugin_new_layer (image, new_name, rw, rh, rgba);
-  gimp_layer_set_offsets (result, off_x + rx, off_y + ry);
-  ddim_plugin_insert_above (image, result, layer);
-  gboolean ok = ddim_plugin_attach (GIMP_ITEM (result), DDIM_PARASITE_LATENT, latent_bytes,
-                                    &error)
-                && ddim_plugin_attach (GIMP_ITEM (result), DDIM_PARASITE_SOURCE, source_bytes,
-                                       &error);
-  if (!ok)
-    gimp_image_remove_layer (image, result);
-  gimp_image_undo_group_end (image);
-  if (!ok)
-    return ddim_plugin_fail (procedure, error);
-  gimp_progress_end ();
-
-  GimpValueArray *values = gimp_procedure_new_return_values (procedure, GIMP_PDB_SUCCESS, NULL);
-  GIMP_VALUES_SET_LAYER (values, 1, result);
-  return values;
+  const DdimPluginParasite parasites[] = {
+    { DDIM_PARASITE_LATENT, latent_bytes },
+    { DDIM_PARASITE_SOURCE, source_bytes },
+  };
+  return ddim_plugin_finish_with_layer (procedure, image, layer, new_name, off_x + rx,
+                                        off_y + ry, rw, rh, rgba, parasites,
+                                        G_N_ELEMENTS (parasites));
 }
 
 const DdimProcedureInfo ddim_invert_procedure = {

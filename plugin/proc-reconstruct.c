@@ -147,16 +147,8 @@ reconstruct_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
   ddim_pixels_tensor_to_rgba (out, C, out_w, out_h, alpha, rgba);
   g_autofree char *new_name = g_strdup_printf (_("Reconstruction of %s"), source_name);
 
-  gimp_image_undo_group_start (image);
-  GimpLayer *result = ddim_plugin_new_layer (image, new_name, out_w, out_h, rgba);
-  gimp_layer_set_offsets (result, out_x, out_y);
-  ddim_plugin_insert_above (image, result, layer);
-  gimp_image_undo_group_end (image);
-  gimp_progress_end ();
-
-  GimpValueArray *values = gimp_procedure_new_return_values (procedure, GIMP_PDB_SUCCESS, NULL);
-  GIMP_VALUES_SET_LAYER (values, 1, result);
-  return values;
+  return ddim_plugin_finish_with_layer (procedure, image, layer, new_name, out_x, out_y, out_w,
+                                        out_h, rgba, NULL, 0);
 }
 
 const DdimProcedureInfo ddim_reconstruct_procedure = {

@@ -326,16 +326,8 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
              < gimp_image_get_item_position (image, GIMP_ITEM (selected)))
     above = found;
 
-  gimp_image_undo_group_start (image);
-  GimpLayer *result = ddim_plugin_new_layer (image, new_name, rw, rh, rgba);
-  gimp_layer_set_offsets (result, off_x + rx, off_y + ry);
-  ddim_plugin_insert_above (image, result, above);
-  gimp_image_undo_group_end (image);
-  gimp_progress_end ();
-
-  GimpValueArray *values = gimp_procedure_new_return_values (procedure, GIMP_PDB_SUCCESS, NULL);
-  GIMP_VALUES_SET_LAYER (values, 1, result);
-  return values;
+  return ddim_plugin_finish_with_layer (procedure, image, above, new_name, off_x + rx, off_y + ry,
+                                        rw, rh, rgba, NULL, 0);
 }
 
 const DdimProcedureInfo ddim_semantic_edit_procedure = {
