@@ -15,6 +15,13 @@
  * margin of about 1.7-1.9 dB (measured: 20.4 to 30.5 dB, mean 27.2). */
 #define SAMPLE_MIN_PSNR  18.5
 #define SAMPLE_MEAN_PSNR 25.5
+/* The encoder's latents of the samples, decoded with 20 DDIM steps; set
+ * from MODEL.md ("Learned encoder") minus a margin: measured 4.95 to
+ * 11.91 dB, mean 8.76, against 8.06 dB for N(0, I) latents (the encoder
+ * is weak; MODEL.md says why). */
+#define ENCODER_MIN_PSNR  4.0
+#define ENCODER_MEAN_PSNR 7.5
+#define ENCODER_OVER_RANDOM 0.3
 
 static DdimModel *
 load_default_model (void)
@@ -59,16 +66,10 @@ compare_names (gconstpointer a, gconstpointer b)
   return g_strcmp0 (*(char *const *) a, *(char *const *) b);
 }
 
-/* Every PNG in samples/ comes back from its 50-step DDIM latent. */
-static void
-test_samples_reconstruct (void)
+/* The PNGs in samples/, in name order, as x0 [n, 1, S, S] in [-1, 1]. */
+static float *
+load_samples (DdimModel *model, int *n_out)
 {
-  g_autoptr (DdimModel) model = load_default_model ();
-  if (model == NULL)
-    {
-      g_test_skip ("models/fashion-mnist-32 is not there yet");
-      return;
-    }
   g_autofree char *samples = g_build_filename (model->path, "samples", NULL);
   g_autoptr (GError) error = NULL;
   g_autoptr (GDir) dir = g_dir_open (samples, 0, &error);
@@ -80,10 +81,9 @@ test_samples_reconstruct (void)
   g_assert_cmpuint (names->len, >=, 4);
   g_ptr_array_sort (names, compare_names);
 
-  const DdimUNetConfig *c = ddim_unet_get_config (model->unet);
-  int n = (int) names->len, s = c->sample_size;
+  int n = (int) names->len, s = ddim_unet_get_config (model->unet)->sample_size;
   gsize per = (gsize) s * s;
-  g_autofree float *x0 = g_new (float, per * n);
+  float *x0 = g_new (float, per * n);
   for (int i = 0; i < n; i++)
     {
       g_autofree char *path = g_build_filename (samples, names->pdata[i], NULL);
@@ -93,7 +93,43 @@ test_samples_reconstruct (void)
       g_assert_cmpint (img->height, ==, s);
       memcpy (x0 + per * i, img->data, per * sizeof (float));
     }
+  *n_out = n;
+  return x0;
+}
+
+/* The PSNR of each of the @n reconstructions @x of @x0, each at least
+ * @min_psnr, and their mean at least @mean_psnr. */
+static void
+assert_reconstructions (const float *x, const float *x0, int n, gsize per, double min_psnr,
+                        double mean_psnr)
+{
+  double sum = 0;
+  for (int i = 0; i < n; i++)
+    {
+      double p = ddim_psnr (x + per * i, x0 + per * i, per);
+      g_test_message ("sample %d: %.2f dB", i, p);
+      g_assert_cmpfloat (p, >=, min_psnr);
+      sum += p;
+    }
+  g_test_message ("mean %.2f dB over %d samples", sum / n, n);
+  g_assert_cmpfloat (sum / n, >=, mean_psnr);
+}
+
+/* Every PNG in samples/ comes back from its 50-step DDIM latent. */
+static void
+test_samples_reconstruct (void)
+{
+  g_autoptr (DdimModel) model = load_default_model ();
+  if (model == NULL)
+    {
+      g_test_skip ("models/fashion-mnist-32 is not there yet");
+      return;
+    }
+  int n, s = ddim_unet_get_config (model->unet)->sample_size;
+  gsize per = (gsize) s * s;
+  g_autofree float *x0 = load_samples (model, &n);
   g_autofree float *x = g_memdup2 (x0, per * n * sizeof (float));
+  g_autoptr (GError) error = NULL;
   DdimRunOptions o;
   ddim_run_options_init (&o, model->schedule);
   o.steps = 50;
@@ -101,16 +137,108 @@ test_samples_reconstruct (void)
   g_assert_no_error (error);
   g_assert_true (ddim_sample (model->unet, model->schedule, x, n, s, s, &o, &error));
   g_assert_no_error (error);
-  double sum = 0;
+  assert_reconstructions (x, x0, n, per, SAMPLE_MIN_PSNR, SAMPLE_MEAN_PSNR);
+}
+
+/* directions.safetensors: one unit h-space direction per class, named as
+ * `directions fit --by-class` names them, then the PCA components; all
+ * made for this model, with a recommended strength. */
+static void
+test_directions (void)
+{
+  g_autoptr (DdimModel) model = load_default_model ();
+  if (model == NULL)
+    {
+      g_test_skip ("models/fashion-mnist-32 is not there yet");
+      return;
+    }
+  static const char *const classes[] = { "t-shirt", "trouser", "pullover", "dress", "coat",
+                                         "sandal", "shirt", "sneaker", "bag", "ankle-boot" };
+  g_autofree char *path = g_build_filename (model->path, DDIM_DIRECTIONS_FILE, NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (path, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (ddim_direction_set_get_n (set), ==, G_N_ELEMENTS (classes) + 4);
+  for (guint i = 0; i < ddim_direction_set_get_n (set); i++)
+    {
+      const DdimDirection *d = ddim_direction_set_get_nth (set, i);
+      if (i < G_N_ELEMENTS (classes))
+        {
+          g_assert_cmpstr (d->name, ==, classes[i]);
+          g_assert_cmpint (d->kind, ==, DDIM_DIRECTION_SUPERVISED);
+        }
+      else
+        g_assert_cmpint (d->kind, ==, DDIM_DIRECTION_PCA);
+      g_assert_cmpint (d->space, ==, DDIM_SPACE_H);
+      g_assert_true (ddim_direction_check (d, model->unet, model->weights_sha256, 32, 32,
+                                           &error));
+      g_assert_no_error (error);
+      double norm2 = 0;
+      for (gsize k = 0; k < ddim_direction_get_n_elements (d); k++)
+        norm2 += (double) d->data[k] * d->data[k];
+      g_assert_cmpfloat_with_epsilon (norm2, 1.0, 1e-4);
+      g_assert_cmpfloat (d->strength_max, >, 0);
+    }
+  const DdimDirection *first = ddim_direction_set_lookup (set, "component-1", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (first->name, ==, "pca-1");
+}
+
+/* encoder/: made for these weights and 20 steps; its latents of the
+ * samples decode (20-step DDIM) above a PSNR set from MODEL.md's
+ * measurement minus a margin. */
+static void
+test_encoder (void)
+{
+  g_autoptr (DdimModel) model = load_default_model ();
+  if (model == NULL)
+    {
+      g_test_skip ("models/fashion-mnist-32 is not there yet");
+      return;
+    }
+  g_autofree char *dir = g_build_filename (model->path, DDIM_ENCODER_DIR_NAME, NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimEncoder) encoder = ddim_encoder_load (dir, model->weights_sha256, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (ddim_encoder_get_steps (encoder), ==, 20);
+  int n, s = ddim_unet_get_config (model->unet)->sample_size;
+  gsize per = (gsize) s * s;
+  g_autofree float *x0 = load_samples (model, &n);
+  g_autofree float *x = g_new (float, per * n);
+  g_assert_true (ddim_encoder_encode (encoder, x0, n, s, s, x, &error));
+  g_assert_no_error (error);
+  DdimRunOptions o;
+  ddim_run_options_init (&o, model->schedule);
+  o.steps = ddim_encoder_get_steps (encoder);
+  o.spacing = ddim_encoder_get_spacing (encoder);
+  g_assert_true (ddim_sample (model->unet, model->schedule, x, n, s, s, &o, &error));
+  g_assert_no_error (error);
+  assert_reconstructions (x, x0, n, per, ENCODER_MIN_PSNR, ENCODER_MEAN_PSNR);
+
+  /* Better than no encoder at all: latents drawn from N(0, I) decode to
+   * some garment, which already scores a few dB against any of them. */
+  g_autoptr (GRand) rand = g_rand_new_with_seed (1);
+  for (gsize k = 0; k < per * n; k += 2)
+    {
+      double u1 = g_rand_double (rand), u2 = g_rand_double (rand);
+      double r = sqrt (-2 * log (1 - u1));
+      x[k] = (float) (r * cos (2 * G_PI * u2));
+      if (k + 1 < per * n)
+        x[k + 1] = (float) (r * sin (2 * G_PI * u2));
+    }
+  g_assert_true (ddim_sample (model->unet, model->schedule, x, n, s, s, &o, &error));
+  g_assert_no_error (error);
+  double encoder_mean = 0, random_mean = 0;
+  g_autofree float *enc = g_new (float, per * n);
+  g_assert_true (ddim_encoder_encode (encoder, x0, n, s, s, enc, &error));
+  g_assert_true (ddim_sample (model->unet, model->schedule, enc, n, s, s, &o, &error));
   for (int i = 0; i < n; i++)
     {
-      double p = ddim_psnr (x + per * i, x0 + per * i, per);
-      g_test_message ("%s: %.2f dB", (char *) names->pdata[i], p);
-      g_assert_cmpfloat (p, >=, SAMPLE_MIN_PSNR);
-      sum += p;
+      encoder_mean += ddim_psnr (enc + per * i, x0 + per * i, per) / n;
+      random_mean += ddim_psnr (x + per * i, x0 + per * i, per) / n;
     }
-  g_test_message ("mean %.2f dB over %d samples", sum / n, n);
-  g_assert_cmpfloat (sum / n, >=, SAMPLE_MEAN_PSNR);
+  g_test_message ("encoder %.2f dB, random latents %.2f dB", encoder_mean, random_mean);
+  g_assert_cmpfloat (encoder_mean, >=, random_mean + ENCODER_OVER_RANDOM);
 }
 
 int
@@ -119,5 +247,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/default-model/layout", test_layout);
   g_test_add_func ("/default-model/samples-reconstruct", test_samples_reconstruct);
+  g_test_add_func ("/default-model/directions", test_directions);
+  g_test_add_func ("/default-model/encoder", test_encoder);
   return g_test_run ();
 }
