@@ -202,6 +202,48 @@ test_train_export (void)
   g_assert_cmpint (system (cmd), ==, 0);
 }
 
+/* `eval-inversion` scores each method on the images it is given; its
+ * optimisation settings are checked. */
+static void
+test_eval_inversion (void)
+{
+  g_autofree char *variant = fixture ("tiny-variant");
+  if (variant == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("test-cli-XXXXXX", &error);
+  g_assert_no_error (error);
+  g_autofree char *image = g_build_filename (dir, "sample.png", NULL);
+  CliRun r = { 0 };
+  run_ddim (&r, variant, (const char *[]){ "sample", "-o", image, "--steps", "2", "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  cli_run_clear (&r);
+
+  run_ddim (&r, variant, (const char *[]){ "eval-inversion", image, "--methods", "ddim,optimize",
+                                           "--steps", "2", "--iters", "1", "--lr", "0.05",
+                                           NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "1 images"));
+  g_assert_true (g_regex_match_simple ("^ddim +2 ", r.out, G_REGEX_MULTILINE, 0));
+  g_assert_true (g_regex_match_simple ("^optimize +2 ", r.out, G_REGEX_MULTILINE, 0));
+  cli_run_clear (&r);
+
+  const char *const bad[][2] = { { "--lr", "0" }, { "--lr", "nan" }, { "--iters", "-1" } };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      run_ddim (&r, variant, (const char *[]){ "eval-inversion", image, "--methods", "optimize",
+                                               bad[i][0], bad[i][1], NULL });
+      g_assert_cmpint (r.status, ==, 2);
+      g_assert_nonnull (strstr (r.err, bad[i][0]));
+      cli_run_clear (&r);
+    }
+  g_unlink (image);
+  g_rmdir (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -212,5 +254,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/optional-model-round-trip", test_optional_model_round_trip);
   g_test_add_func ("/cli/bad-model-environment", test_bad_model_environment);
   g_test_add_func ("/cli/train-export", test_train_export);
+  g_test_add_func ("/cli/eval-inversion", test_eval_inversion);
   return g_test_run ();
 }

@@ -645,6 +645,21 @@ test_encoder (void)
   g_assert_true (ddim_sample (model->unet, model->schedule, x0, 1, 32, 32, &ro, &error));
   g_autofree float *z = g_new (float, n);
   g_assert_true (ddim_encoder_encode (enc, x0, 1, 32, 32, z, &error));
+  /* On the Gaussian shell, |z| = sqrt(n), and a scaled copy of the raw
+   * network output. */
+  double norm2 = 0;
+  for (gsize i = 0; i < n; i++)
+    norm2 += (double) z[i] * z[i];
+  g_assert_cmpfloat_with_epsilon (sqrt (norm2), sqrt ((double) n), 1e-3 * sqrt ((double) n));
+  g_autofree float *raw = g_new (float, n);
+  g_assert_true (ddim_convnet_forward (ddim_encoder_get_net (enc), x0, 1, 32, 32, raw, &error));
+  double raw2 = 0, dot = 0;
+  for (gsize i = 0; i < n; i++)
+    {
+      raw2 += (double) raw[i] * raw[i];
+      dot += (double) raw[i] * z[i];
+    }
+  g_assert_cmpfloat (dot / sqrt (raw2 * norm2), >, 1 - 1e-6);
 
   /* Save / load: the same encoding; the model check. */
   g_autofree char *tmp = g_dir_make_tmp ("ddim-encoder-XXXXXX", NULL);

@@ -158,6 +158,7 @@ cli_cmd_eval_inversion (int argc, char **argv)
   g_autofree char *eps_at_str = NULL;
   g_autofree char *data = NULL, *encoder_dir = NULL, *save_dir = NULL;
   int max_images = 0, iters = 50;
+  double lr = -1;
   GOptionEntry entries[] = {
     { "methods", 0, 0, G_OPTION_ARG_STRING, &methods_str,
       "Comma-separated methods (default ddim,fixed-point,edict,bdia; also optimize, hybrid "
@@ -175,6 +176,8 @@ cli_cmd_eval_inversion (int argc, char **argv)
       "encoder/hybrid: the encoder folder (default MODEL/encoder when it exists)", "DIR" },
     { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
       "optimize/hybrid: iterations per image (default 50)", "N" },
+    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr,
+      "optimize/hybrid: Adam step size (default 0.01)", "LR" },
     { "save-dir", 0, 0, G_OPTION_ARG_FILENAME, &save_dir,
       "Also write every image as DIR/original-NNN.png and its reconstructions as "
       "DIR/METHOD-STEPS-NNN.png (NNN counts from 000)", "DIR" },
@@ -204,6 +207,10 @@ cli_cmd_eval_inversion (int argc, char **argv)
                             "fashion-mnist-test)");
   if (argc > 2 && data != NULL)
     return cli_usage_error (CMD, "give IMAGES or --data, not both");
+  if (!cli_check_range (CMD, "--iters", iters, 0, 1000000, &rc))
+    return rc;
+  if (lr != -1 && !(lr > 0))
+    return cli_usage_error (CMD, "--lr must be > 0");
   if (!cli_check_range (CMD, "--max-images", max_images, 0, G_MAXINT, &rc))
     return rc;
 
@@ -264,6 +271,8 @@ cli_cmd_eval_inversion (int argc, char **argv)
   ddim_exact_options_init (&exact);
   ddim_optimize_options_init (&optimize);
   optimize.iterations = iters;
+  if (lr >= 0)
+    optimize.learning_rate = lr;
   optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
   exact.optimize = &optimize;
   exact.encoder = encoder;

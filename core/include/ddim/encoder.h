@@ -98,7 +98,9 @@ gboolean     ddim_encoder_save (const DdimEncoder *encoder, const char *dir, gbo
  * DDIM_ERROR_FORMAT; otherwise errors as ddim_convnet_load. */
 DdimEncoder *ddim_encoder_load (const char *dir, const char *expected_sha256, GError **error);
 
-/* x_T [n, C, height, width] = E(x0 [n, C, height, width]). @height and
+/* x_T [n, C, height, width] = E(x0 [n, C, height, width]), each sample
+ * scaled onto the shell |x_T| = sqrt(C * height * width) where Gaussian
+ * latents lie (the MSE-trained network's raw output is shorter). @height and
  * @width must be multiples of 4 (DDIM_ERROR_INVALID otherwise). Safe to
  * call from several threads at once. */
 gboolean     ddim_encoder_encode (const DdimEncoder *encoder, const float *x0, int n, int height,
