@@ -756,6 +756,174 @@ test_fit (void)
   g_assert_error (error, DDIM_ERROR, DDIM_ERROR_INVALID);
 }
 
+/* ---- per-timestep directions -------------------------------------------- */
+
+static void assert_same_direction (const DdimDirection *a, const DdimDirection *b);
+
+/* A direction file holding one tensor @ndim x @shape with metadata @json,
+ * loaded: NULL and DDIM_ERROR_FORMAT expected. */
+static void
+assert_bad_direction_file (int ndim, const gint64 *shape, const char *json)
+{
+  gsize n = 1;
+  for (int k = 0; k < ndim; k++)
+    n *= shape[k];
+  g_autofree float *zeros = g_new0 (float, n);
+  g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+  ddim_safetensors_writer_add_metadata (w, "format", DDIM_DIRECTIONS_FORMAT);
+  ddim_safetensors_writer_add_f32 (w, "direction.bad", ndim, shape, zeros);
+  ddim_safetensors_writer_add_metadata (w, "direction.bad", json);
+  g_autoptr (GBytes) bytes = ddim_safetensors_writer_to_bytes (w);
+  g_autoptr (GError) error = NULL;
+  g_assert_null (ddim_direction_set_new_from_bytes (bytes, &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT);
+  g_test_message ("%s", error->message);
+}
+
+/* Fitting per timestep keeps one block per sampling step of the interval,
+ * whose normalised mean is the pooled direction; the file keeps the
+ * blocks; the editor interpolates between them, and a direction whose
+ * blocks are all the same edits exactly as the single one. */
+static void
+test_per_timestep (void)
+{
+  REQUIRE_FIXTURE (m, "tiny-cifar");
+  int S = ddim_unet_get_config (m->unet)->sample_size;
+  int hc, hh, hw;
+  gsize xs = image_size (m), hs = hspace_size (m, &hc, &hh, &hw);
+  int np = 3, nn = 4;
+  g_autofree float *lp = g_new (float, np * xs), *ln = g_new (float, nn * xs);
+  ddim_randn (50, lp, np * xs);
+  ddim_randn (51, ln, nn * xs);
+  for (gsize i = 0; i < np * xs; i++)
+    lp[i] += 0.3f;
+  DdimFitOptions o;
+  ddim_fit_options_init (&o, m->schedule);
+  o.run.steps = STEPS;
+  o.latents = TRUE;
+  o.model_sha256 = m->weights_sha256;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimDirection) pooled = ddim_fit_direction (m->unet, m->schedule, "pooled", lp, np,
+                                                         ln, nn, S, S, &o, &error);
+  g_assert_no_error (error);
+  o.per_timestep = TRUE;
+  g_autoptr (DdimDirection) d = ddim_fit_direction (m->unet, m->schedule, "per-step", lp, np, ln,
+                                                    nn, S, S, &o, &error);
+  g_assert_no_error (error);
+
+  /* One block per sampling timestep in [500, 999], descending. */
+  g_autofree int *ts = ddim_schedule_timesteps (m->schedule, STEPS, o.run.spacing, &error);
+  g_assert_no_error (error);
+  int n = 0;
+  for (int i = 0; i < STEPS; i++)
+    if (ts[i] >= 500)
+      {
+        g_assert_cmpint (n, <, d->n_timesteps);
+        g_assert_cmpint (d->timesteps[n], ==, ts[i]);
+        n++;
+      }
+  g_assert_cmpint (d->n_timesteps, ==, n);
+  g_assert_cmpint (n, >=, 2);
+  g_assert_cmpuint (ddim_direction_get_n_elements (d), ==, n * hs);
+  g_assert_cmpuint (ddim_direction_get_block_elements (d), ==, hs);
+  g_assert_cmpint (d->t_min, ==, 500);
+  g_autofree char *shape = ddim_direction_shape_string (d);
+  g_autofree char *want_shape = g_strdup_printf ("[%d, %d, %d] at %d timesteps", hc, hh, hw, n);
+  g_assert_cmpstr (shape, ==, want_shape);
+
+  /* Blocks of RMS norm 1; their mean points along the pooled direction;
+   * sigma is the RMS of the per-step distances, at least the pooled one. */
+  double ss = 0;
+  g_autofree float *mean = g_new0 (float, hs);
+  for (int k = 0; k < n; k++)
+    for (gsize i = 0; i < hs; i++)
+      {
+        float v = d->data[k * hs + i];
+        ss += (double) v * v;
+        mean[i] += v / n;
+      }
+  g_assert_cmpfloat (fabs (sqrt (ss / n) - 1), <, 1e-5);
+  double cosv = dotd (mean, pooled->data, hs) / sqrt (dotd (mean, mean, hs));
+  g_test_message ("per-timestep: %d blocks, cos(mean block, pooled) = %.7f, sigma %.4f vs "
+                  "pooled %.4f", n, cosv, d->sigma, pooled->sigma);
+  g_assert_cmpfloat (cosv, >, 0.99999);
+  g_assert_cmpfloat (d->sigma, >=, pooled->sigma * (1 - 1e-6));
+  g_assert_cmpfloat (d->strength_max, ==, 2 * d->sigma);
+
+  /* The file keeps it. */
+  g_autoptr (DdimDirectionSet) set = ddim_direction_set_new ();
+  ddim_direction_set_add (set, ddim_direction_copy (d));
+  g_autoptr (GBytes) bytes = ddim_direction_set_to_bytes (set);
+  g_autoptr (DdimDirectionSet) back = ddim_direction_set_new_from_bytes (bytes, &error);
+  g_assert_no_error (error);
+  const DdimDirection *b = ddim_direction_set_get_nth (back, 0);
+  assert_same_direction (d, b);
+  g_assert_cmpint (b->n_timesteps, ==, n);
+  g_assert_cmpmem (b->timesteps, n * sizeof (int), d->timesteps, n * sizeof (int));
+
+  /* Expansion: the blocks at their timesteps, the end blocks beyond, the
+   * linear mix between. */
+  g_autofree float *e = g_new (float, hs), *want = g_new (float, hs);
+  ddim_direction_expand (d, 2.0, d->timesteps[1], hh, hw, e);
+  for (gsize i = 0; i < hs; i++)
+    want[i] = 2.0f * d->data[hs + i];
+  g_assert_cmpmem (e, hs * sizeof (float), want, hs * sizeof (float));
+  ddim_direction_expand (d, 1.0, 999, hh, hw, e);
+  g_assert_cmpmem (e, hs * sizeof (float), d->data, hs * sizeof (float));
+  ddim_direction_expand (d, 1.0, 0, hh, hw, e);
+  g_assert_cmpmem (e, hs * sizeof (float), d->data + (n - 1) * hs, hs * sizeof (float));
+  int t_mid = d->timesteps[0] - (d->timesteps[0] - d->timesteps[1]) / 4;
+  double wb = (double) (d->timesteps[0] - t_mid) / (d->timesteps[0] - d->timesteps[1]);
+  ddim_direction_expand (d, 1.0, t_mid, hh, hw, e);
+  for (gsize i = 0; i < hs; i++)
+    want[i] = (float) ((1 - wb) * d->data[i] + wb * d->data[hs + i]);
+  g_assert_cmpfloat (max_abs_diff (e, want, hs), <, 1e-6);
+
+  /* A per-timestep direction with the same block everywhere edits as the
+   * single direction, bit for bit; strength 0 is the plain reconstruction. */
+  g_autoptr (DdimDirection) u = random_h_direction (m, "u", 5);
+  g_autoptr (DdimDirection) flat = ddim_direction_new_per_timestep ("flat", 3, hc, hh, hw, n,
+                                                                    d->timesteps);
+  for (int k = 0; k < n; k++)
+    memcpy (flat->data + k * hs, u->data, hs * sizeof (float));
+  DdimRunOptions ro = run_options (m);
+  g_autofree float *xa = g_new (float, xs), *xb = g_new (float, xs), *x0 = g_new (float, xs);
+  ddim_randn (60, xa, xs);
+  memcpy (xb, xa, xs * sizeof (float));
+  memcpy (x0, xa, xs * sizeof (float));
+  g_assert_true (ddim_edit (m->unet, m->schedule, xa, 1, S, S, u, 3.0, 500, &ro, &error));
+  g_assert_true (ddim_edit (m->unet, m->schedule, xb, 1, S, S, flat, 3.0, 500, &ro, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (xa, xs * sizeof (float), xb, xs * sizeof (float));
+  g_autofree float *plain = g_memdup2 (x0, xs * sizeof (float));
+  g_assert_true (ddim_sample (m->unet, m->schedule, plain, 1, S, S, &ro, &error));
+  g_assert_true (ddim_edit (m->unet, m->schedule, x0, 1, S, S, d, 0.0, -1, &ro, &error));
+  g_assert_cmpmem (x0, xs * sizeof (float), plain, xs * sizeof (float));
+  /* ... and the fitted one changes the image. */
+  ddim_randn (60, xb, xs);
+  g_assert_true (ddim_edit (m->unet, m->schedule, xb, 1, S, S, d, d->strength_max, -1, &ro,
+                            &error));
+  g_assert_cmpfloat (max_abs_diff (xb, plain, xs), >, 1e-3);
+  /* A bad edit timestep is refused as for single directions. */
+  g_assert_false (ddim_edit (m->unet, m->schedule, xb, 1, S, S, d, 1.0, 5000, &ro, &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_INVALID);
+  g_clear_error (&error);
+
+  /* Errors: fewer than 2 steps in the interval; malformed files. */
+  o.t_min = o.t_max = 900;
+  g_assert_null (ddim_fit_direction (m->unet, m->schedule, "x", lp, np, ln, nn, S, S, &o,
+                                     &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_INVALID);
+  g_test_message ("%s", error->message);
+  g_clear_error (&error);
+  const gint64 four[4] = { 2, 2, 1, 1 }, three[3] = { 2, 1, 1 };
+  assert_bad_direction_file (4, four, "{\"space\": \"h\"}");
+  assert_bad_direction_file (3, three, "{\"space\": \"h\", \"timesteps\": [900, 800]}");
+  assert_bad_direction_file (4, four, "{\"space\": \"h\", \"timesteps\": [800, 900]}");
+  assert_bad_direction_file (4, four, "{\"space\": \"h\", \"timesteps\": [900, 800, 700]}");
+  assert_bad_direction_file (4, four, "{\"space\": \"x\", \"timesteps\": [900, 800]}");
+}
+
 /* ---- the directions file ------------------------------------------------ */
 
 static void
@@ -778,6 +946,10 @@ assert_same_direction (const DdimDirection *a, const DdimDirection *b)
   g_assert_cmpint (a->hspace_channels, ==, b->hspace_channels);
   g_assert_cmpint (a->hspace_height, ==, b->hspace_height);
   g_assert_cmpint (a->hspace_width, ==, b->hspace_width);
+  g_assert_cmpint (a->n_timesteps, ==, b->n_timesteps);
+  if (a->n_timesteps > 0)
+    g_assert_cmpmem (a->timesteps, a->n_timesteps * sizeof (int), b->timesteps,
+                     b->n_timesteps * sizeof (int));
   gsize n = ddim_direction_get_n_elements (a);
   g_assert_cmpmem (a->data, n * sizeof (float), b->data, n * sizeof (float));
 }
@@ -954,6 +1126,7 @@ main (int argc, char **argv)
   g_test_add_func ("/edit/jacobian-directions", test_jacobian_directions);
   g_test_add_func ("/edit/pca-directions", test_pca_directions);
   g_test_add_func ("/edit/fit", test_fit);
+  g_test_add_func ("/edit/per-timestep", test_per_timestep);
   g_test_add_func ("/edit/directions-file", test_directions_file);
   g_test_add_func ("/edit/errors", test_errors);
   return g_test_run ();

@@ -198,7 +198,7 @@ cmd_fit (int argc, char **argv)
   g_autofree char *description = NULL, *spacing = NULL, *eps_at = NULL, *method = NULL;
   g_autofree char *data = NULL, *classes = NULL;
   int steps = 50, t_min = -1, t_max = -1, per_class = -1;
-  gboolean pool = FALSE, quiet = FALSE, by_class = FALSE;
+  gboolean pool = FALSE, quiet = FALSE, by_class = FALSE, per_timestep = FALSE;
   GOptionEntry entries[] = {
     { "positive", 'p', 0, G_OPTION_ARG_FILENAME, &positive,
       "Folder of images with the attribute (required unless --by-class)", "DIR" },
@@ -226,6 +226,9 @@ cmd_fit (int argc, char **argv)
       "mean-difference (default) or logistic (normal of a linear boundary)", "METHOD" },
     { "pool", 0, 0, G_OPTION_ARG_NONE, &pool,
       "Average h over positions: a [C] direction that works at any image size", NULL },
+    { "per-timestep", 0, 0, G_OPTION_ARG_NONE, &per_timestep,
+      "One displacement per sampling step in [t-min, t-max] instead of one for all (an "
+      "edit with other steps interpolates between them)", NULL },
     { "t-min", 0, 0, G_OPTION_ARG_INT, &t_min,
       "Collect h at sampling steps with t >= T (default: half the training timesteps)", "T" },
     { "t-max", 0, 0, G_OPTION_ARG_INT, &t_max,
@@ -246,6 +249,8 @@ cmd_fit (int argc, char **argv)
       "sampling steps in [t-min, t-max], and the direction is the unit vector from\n"
       "the negatives' mean to the positives' (or the normal of a logistic boundary).\n"
       "The recommended strength range recorded is +-2x the distance between the means.\n"
+      "With --per-timestep, h is kept per step and the direction has a displacement\n"
+      "for each (their RMS norm 1): edits follow how h changes over the steps.\n"
       "With --by-class, every class's direction is fitted from the first N images of\n"
       "each class: that class's images are the positives, those of the nine others\n"
       "(each class weighing the same) the negatives; every image is inverted once.");
@@ -307,6 +312,7 @@ cmd_fit (int argc, char **argv)
   job.options.t_min = t_min;
   job.options.t_max = t_max;
   job.options.pool_space = pool;
+  job.options.per_timestep = per_timestep;
   job.options.description = description;
   job.options.model_sha256 = model->weights_sha256;
   if (by_class)

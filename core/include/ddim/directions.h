@@ -9,6 +9,12 @@
  *            position (so it works at any image size; its shift at each
  *            position is strength * d[c]);
  *   space x: [C_in, H, W], the model's input at one image size.
+ * A space-h direction may be "per timestep": one such block for each of
+ * n sampling timesteps it was fitted at (descending), stored [n, C_mid, h,
+ * w] or [n, C_mid]; at a step between two of them the editor interpolates
+ * linearly, beyond the ends it holds the end block. Its blocks' norms have
+ * a root mean square of 1, so a strength means the same size of shift per
+ * step as for a single direction.
  *
  * The directions file: a safetensors file with one F32 tensor per direction,
  * "direction.NAME", and string metadata
@@ -17,7 +23,8 @@
  *     {"description": str, "kind": "supervised"|"unsupervised"|"pca",
  *      "space": "h"|"x", "t_min": int, "t_max": int,
  *      "strength_min": num, "strength_max": num, "sigma": num,
- *      "model_sha256": str, "hspace_shape": [C_mid, h, w]}
+ *      "model_sha256": str, "hspace_shape": [C_mid, h, w],
+ *      "timesteps": [t_1, ..., t_n] (per-timestep directions only)}
  * t_min..t_max is the timestep range the direction was fitted on (one
  * timestep for a Jacobian direction); strength_min..max the recommended
  * range; sigma a scale of the data it came from (singular value, standard
@@ -51,9 +58,15 @@ typedef struct {
   char              *description;
   DdimDirectionKind  kind;
   DdimDirectionSpace space;
-  int                ndim;                 /* 3, or 1 (pooled, space h only) */
+  int                ndim;                 /* of one block: 3, or 1 (pooled, space h only) */
   int                channels, height, width;  /* height = width = 0 when pooled */
-  float             *data;                 /* channels * height * width (or channels), owned */
+  /* Per timestep (space h): n_timesteps >= 2 blocks, block i for sampling
+   * timestep timesteps[i] (strictly descending, owned); 0 and NULL for a
+   * single direction. */
+  int                n_timesteps;
+  int               *timesteps;
+  float             *data;                 /* max(1, n_timesteps) blocks of channels * height *
+                                            * width (or channels) floats, owned */
   int                t_min, t_max;         /* -1 when unknown */
   double             strength_min, strength_max;
   double             sigma;
@@ -65,10 +78,17 @@ typedef struct {
  * ignored). Kind supervised, no metadata (t -1, strengths 0). */
 DdimDirection *ddim_direction_new (const char *name, DdimDirectionSpace space, int ndim,
                                    int channels, int height, int width);
+/* A zeroed per-timestep h-space direction: @n_timesteps (>= 2) blocks for
+ * @timesteps (strictly descending, copied). */
+DdimDirection *ddim_direction_new_per_timestep (const char *name, int ndim, int channels,
+                                                int height, int width, int n_timesteps,
+                                                const int *timesteps);
 DdimDirection *ddim_direction_copy (const DdimDirection *direction);
 void           ddim_direction_free (DdimDirection *direction);
+/* All floats of data, and those of one block. */
 gsize          ddim_direction_get_n_elements (const DdimDirection *direction);
-/* "[64, 8, 8]" or "[64]" (g_free). */
+gsize          ddim_direction_get_block_elements (const DdimDirection *direction);
+/* "[64, 8, 8]" or "[64]", "[64, 8, 8] at 10 timesteps" (g_free). */
 char          *ddim_direction_shape_string (const DdimDirection *direction);
 
 /* Whether @direction fits @unet at @height x @width: its shape must be the
@@ -84,11 +104,12 @@ gboolean ddim_direction_check_strength (double strength, GError **error);
  * whitespace. DDIM_ERROR_INVALID otherwise. */
 gboolean ddim_direction_name_is_valid (const char *name, GError **error);
 
-/* The displacement a direction makes at @strength, expanded to its full
- * shape: space h, @channels x @height x @width of the model's h-space
- * (a pooled direction broadcast over positions); space x, its own shape.
- * @out has that many floats. */
-void ddim_direction_expand (const DdimDirection *direction, double strength, int height,
+/* The displacement a direction makes at @strength at sampling timestep
+ * @t (used by per-timestep directions only), expanded to its full shape:
+ * space h, C_mid x @height x @width of the model's h-space (a pooled
+ * direction broadcast over positions); space x, its own shape. @out has
+ * that many floats. */
+void ddim_direction_expand (const DdimDirection *direction, double strength, int t, int height,
                             int width, float *out);
 
 const char *ddim_direction_kind_to_string (DdimDirectionKind kind);

@@ -37,10 +37,33 @@ ddim_direction_new (const char *name, DdimDirectionSpace space, int ndim, int ch
   return d;
 }
 
+DdimDirection *
+ddim_direction_new_per_timestep (const char *name, int ndim, int channels, int height,
+                                 int width, int n_timesteps, const int *timesteps)
+{
+  g_return_val_if_fail (n_timesteps >= 2 && timesteps != NULL, NULL);
+  for (int i = 1; i < n_timesteps; i++)
+    g_return_val_if_fail (timesteps[i] < timesteps[i - 1], NULL);
+  DdimDirection *d = ddim_direction_new (name, DDIM_SPACE_H, ndim, channels, height, width);
+  if (d == NULL)
+    return NULL;
+  d->n_timesteps = n_timesteps;
+  d->timesteps = g_memdup2 (timesteps, (gsize) n_timesteps * sizeof (int));
+  g_free (d->data);
+  d->data = g_new0 (float, ddim_direction_get_n_elements (d));
+  return d;
+}
+
+gsize
+ddim_direction_get_block_elements (const DdimDirection *d)
+{
+  return d->ndim == 1 ? (gsize) d->channels : (gsize) d->channels * d->height * d->width;
+}
+
 gsize
 ddim_direction_get_n_elements (const DdimDirection *d)
 {
-  return d->ndim == 1 ? (gsize) d->channels : (gsize) d->channels * d->height * d->width;
+  return ddim_direction_get_block_elements (d) * MAX (1, d->n_timesteps);
 }
 
 DdimDirection *
@@ -53,6 +76,9 @@ ddim_direction_copy (const DdimDirection *d)
   c->description = g_strdup (d->description);
   c->model_sha256 = g_strdup (d->model_sha256);
   c->data = g_memdup2 (d->data, ddim_direction_get_n_elements (d) * sizeof (float));
+  c->timesteps = d->n_timesteps > 0
+                     ? g_memdup2 (d->timesteps, (gsize) d->n_timesteps * sizeof (int))
+                     : NULL;
   return c;
 }
 
@@ -65,15 +91,20 @@ ddim_direction_free (DdimDirection *d)
   g_free (d->description);
   g_free (d->model_sha256);
   g_free (d->data);
+  g_free (d->timesteps);
   g_free (d);
 }
 
 char *
 ddim_direction_shape_string (const DdimDirection *d)
 {
-  if (d->ndim == 1)
-    return g_strdup_printf ("[%d]", d->channels);
-  return g_strdup_printf ("[%d, %d, %d]", d->channels, d->height, d->width);
+  g_autofree char *block = d->ndim == 1
+                               ? g_strdup_printf ("[%d]", d->channels)
+                               : g_strdup_printf ("[%d, %d, %d]", d->channels, d->height,
+                                                  d->width);
+  if (d->n_timesteps == 0)
+    return g_steal_pointer (&block);
+  return g_strdup_printf ("%s at %d timesteps", block, d->n_timesteps);
 }
 
 const char *
@@ -219,26 +250,66 @@ ddim_direction_check (const DdimDirection *d, DdimUNet *unet, const char *model_
   return TRUE;
 }
 
+/* The block at timestep @t of a per-timestep direction, interpolated:
+ * writes the weights of blocks @i and @i + 1 (@i + 1 unused when @wb = 0). */
+static void
+block_weights (const DdimDirection *d, int t, int *i, double *wa, double *wb)
+{
+  const int *ts = d->timesteps;
+  int n = d->n_timesteps;
+  *i = 0;
+  *wa = 1;
+  *wb = 0;
+  if (t >= ts[0])
+    return;
+  if (t <= ts[n - 1])
+    {
+      *i = n - 1;
+      return;
+    }
+  int k = 0;
+  while (ts[k + 1] > t)
+    k++;
+  /* ts[k] > t >= ts[k + 1] */
+  *i = k;
+  *wb = (double) (ts[k] - t) / (ts[k] - ts[k + 1]);
+  *wa = 1 - *wb;
+}
+
 void
-ddim_direction_expand (const DdimDirection *d, double strength, int height, int width,
+ddim_direction_expand (const DdimDirection *d, double strength, int t, int height, int width,
                        float *out)
 {
   g_return_if_fail (d != NULL && out != NULL);
-  float s = (float) strength;
+  gsize block = ddim_direction_get_block_elements (d);
+  const float *a = d->data, *b = d->data;
+  float sa = (float) strength, sb = 0;
+  if (d->n_timesteps > 0)
+    {
+      int i;
+      double wa, wb;
+      block_weights (d, t, &i, &wa, &wb);
+      a = d->data + block * i;
+      sa = (float) (strength * wa);
+      if (wb > 0)
+        {
+          b = d->data + block * (i + 1);
+          sb = (float) (strength * wb);
+        }
+    }
   if (d->ndim == 3)
     {
-      gsize count = ddim_direction_get_n_elements (d);
-      for (gsize i = 0; i < count; i++)
-        out[i] = s * d->data[i];
+      for (gsize k = 0; k < block; k++)
+        out[k] = sa * a[k] + sb * b[k];
       return;
     }
   gsize hw = (gsize) height * width;
   for (int ch = 0; ch < d->channels; ch++)
     {
-      float v = s * d->data[ch];
+      float v = sa * a[ch] + sb * b[ch];
       float *p = out + (gsize) ch * hw;
-      for (gsize i = 0; i < hw; i++)
-        p[i] = v;
+      for (gsize k = 0; k < hw; k++)
+        p[k] = v;
     }
 }
 
@@ -384,6 +455,14 @@ metadata_json (const DdimDirection *d)
   json_builder_add_int_value (b, d->hspace_height);
   json_builder_add_int_value (b, d->hspace_width);
   json_builder_end_array (b);
+  if (d->n_timesteps > 0)
+    {
+      json_builder_set_member_name (b, "timesteps");
+      json_builder_begin_array (b);
+      for (int i = 0; i < d->n_timesteps; i++)
+        json_builder_add_int_value (b, d->timesteps[i]);
+      json_builder_end_array (b);
+    }
   json_builder_end_object (b);
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   return json_to_string (root, FALSE);
@@ -399,8 +478,11 @@ build_writer (DdimDirectionSet *set)
       const DdimDirection *d = g_ptr_array_index (set->items, i);
       g_autofree char *key = g_strconcat (TENSOR_PREFIX, d->name, NULL);
       g_autofree char *json = metadata_json (d);
-      gint64 shape[3] = { d->channels, d->height, d->width };
-      ddim_safetensors_writer_add_f32 (w, key, d->ndim, shape, d->data);
+      gint64 shape[4] = { d->n_timesteps, d->channels, d->height, d->width };
+      if (d->n_timesteps > 0)
+        ddim_safetensors_writer_add_f32 (w, key, d->ndim + 1, shape, d->data);
+      else
+        ddim_safetensors_writer_add_f32 (w, key, d->ndim, shape + 1, d->data);
       ddim_safetensors_writer_add_metadata (w, key, json);
     }
   return w;
@@ -539,12 +621,51 @@ parse_metadata (DdimDirection *d, const char *json, GError **error)
                    "metadata of direction '%s': field '%s' has a bad value", d->name, bad);
       return FALSE;
     }
-  if (d->space == DDIM_SPACE_X && d->ndim != 3)
+  if (d->space == DDIM_SPACE_X && (d->ndim != 3 || d->n_timesteps > 0))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
                    "direction '%s' is in x-space and must have shape [C, H, W]", d->name);
       return FALSE;
     }
+  return TRUE;
+}
+
+/* The optional "timesteps" of a direction's metadata: none (n 0), or at
+ * least 2 strictly descending timesteps >= 0. */
+static gboolean
+parse_timesteps (const char *name, const char *json, int **timesteps, int *n, GError **error)
+{
+  *n = 0;
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  if (!json_parser_load_from_data (parser, json, -1, NULL)
+      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
+    return TRUE;   /* parse_metadata reports it */
+  JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+  JsonNode *node = json_object_get_member (o, "timesteps");
+  if (node == NULL)
+    return TRUE;
+  JsonArray *a = JSON_NODE_HOLDS_ARRAY (node) ? json_node_get_array (node) : NULL;
+  guint len = a ? json_array_get_length (a) : 0;
+  gboolean ok = len >= 2 && len <= 1000000;
+  g_autofree int *ts = ok ? g_new (int, len) : NULL;
+  for (guint i = 0; ok && i < len; i++)
+    {
+      JsonNode *e = json_array_get_element (a, i);
+      ok = JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_INT64
+           && json_node_get_int (e) >= 0 && json_node_get_int (e) <= G_MAXINT;
+      if (ok)
+        ts[i] = (int) json_node_get_int (e);
+      ok = ok && (i == 0 || ts[i] < ts[i - 1]);
+    }
+  if (!ok)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "metadata of direction '%s': 'timesteps' must list at least 2 strictly "
+                   "descending timesteps", name);
+      return FALSE;
+    }
+  *timesteps = g_steal_pointer (&ts);
+  *n = (int) len;
   return TRUE;
 }
 
@@ -599,13 +720,14 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
                        info->name);
           return NULL;
         }
-      gboolean shape_ok = (info->ndim == 1 || info->ndim == 3);
+      gboolean shape_ok = info->ndim >= 1 && info->ndim <= 4;
       for (int k = 0; k < info->ndim && shape_ok; k++)
         shape_ok = info->shape[k] >= 1 && info->shape[k] <= G_MAXINT / 4;
       if (!shape_ok)
         {
           g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                       "direction '%s' must have shape [C, h, w] or [C]", name);
+                       "direction '%s' must have shape [C, h, w] or [C] (or [n, C, h, w] or "
+                       "[n, C] per timestep)", name);
           return NULL;
         }
       const char *json = ddim_safetensors_get_metadata (st, info->name);
@@ -615,10 +737,32 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
                        "direction '%s' has no metadata entry '%s'", name, info->name);
           return NULL;
         }
+      g_autofree int *timesteps = NULL;
+      int n_timesteps = 0;
+      if (!parse_timesteps (name, json, &timesteps, &n_timesteps, error))
+        return NULL;
+      gboolean per_timestep = info->ndim == 2 || info->ndim == 4;
+      if (per_timestep != (n_timesteps > 0)
+          || (per_timestep && info->shape[0] != n_timesteps))
+        {
+          g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                       "direction '%s': a tensor of %d dimensions with %d timesteps in its "
+                       "metadata (per-timestep directions are [n, C, h, w] or [n, C] with n "
+                       "timesteps; others [C, h, w] or [C] without)", name, info->ndim,
+                       n_timesteps);
+          return NULL;
+        }
+      const gint64 *shape = per_timestep ? info->shape + 1 : info->shape;
+      int ndim = per_timestep ? info->ndim - 1 : info->ndim;
       g_autoptr (DdimDirection) d =
-          ddim_direction_new (name, DDIM_SPACE_H, info->ndim, (int) info->shape[0],
-                              info->ndim == 3 ? (int) info->shape[1] : 0,
-                              info->ndim == 3 ? (int) info->shape[2] : 0);
+          per_timestep
+              ? ddim_direction_new_per_timestep (name, ndim, (int) shape[0],
+                                                 ndim == 3 ? (int) shape[1] : 0,
+                                                 ndim == 3 ? (int) shape[2] : 0, n_timesteps,
+                                                 timesteps)
+              : ddim_direction_new (name, DDIM_SPACE_H, ndim, (int) shape[0],
+                                    ndim == 3 ? (int) shape[1] : 0,
+                                    ndim == 3 ? (int) shape[2] : 0);
       if (!ddim_tensor_info_to_f32 (info, d->data, error))
         return NULL;
       if (!parse_metadata (d, json, error))

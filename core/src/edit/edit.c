@@ -35,6 +35,12 @@ typedef struct {
   gsize        per_sample;
   int          t_edit;
   int          x_step;  /* x-space: the step that adds it */
+  /* A per-timestep direction: its displacement at each step's timestep
+   * is written to scratch (which delta points to). */
+  const DdimDirection *per_timestep;
+  double       strength;
+  int          hh, hw;
+  float       *scratch;
 } EditData;
 
 static gboolean
@@ -58,8 +64,30 @@ static void
 shift_h (int step, int t, float *h, gsize count, gpointer data)
 {
   (void) step;
-  (void) t;
-  add_per_sample (data, h, count);
+  EditData *e = data;
+  if (e->per_timestep)
+    ddim_direction_expand (e->per_timestep, e->strength, t, e->hh, e->hw, e->scratch);
+  add_per_sample (e, h, count);
+}
+
+/* h-space edit along a per-timestep direction (its displacement follows
+ * the step's timestep). */
+static gboolean
+edit_hspace_per_timestep (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height,
+                          int width, const DdimDirection *d, double strength, int t_edit,
+                          const DdimRunOptions *o, GError **error)
+{
+  if (!check_t_edit (s, t_edit, error))
+    return FALSE;
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
+  gsize per = (gsize) hc * hh * hw;
+  g_autofree float *scratch = g_new (float, per);
+  EditData e = { .delta = scratch, .per_sample = per, .t_edit = t_edit, .x_step = -1,
+                 .per_timestep = d, .strength = strength, .hh = hh, .hw = hw,
+                 .scratch = scratch };
+  DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = &e };
+  return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
 }
 
 static void
@@ -84,7 +112,8 @@ ddim_edit_hspace (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int he
     return FALSE;
   int hc, hh, hw;
   ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
-  EditData e = { dh, (gsize) hc * hh * hw, t_edit, -1 };
+  EditData e = { .delta = dh, .per_sample = (gsize) hc * hh * hw, .t_edit = t_edit,
+                 .x_step = -1 };
   DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = &e };
   return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
 }
@@ -102,8 +131,8 @@ ddim_edit_xspace (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int he
   if (ts == NULL)
     return FALSE;
   const DdimUNetConfig *c = ddim_unet_get_config (unet);
-  EditData e = { dx, (gsize) c->in_channels * height * width, t_edit,
-                 ddim_reverse_step_at (ts, o->steps, t_edit) };
+  EditData e = { .delta = dx, .per_sample = (gsize) c->in_channels * height * width,
+                 .t_edit = t_edit, .x_step = ddim_reverse_step_at (ts, o->steps, t_edit) };
   DdimReverseHooks hooks = { .before = shift_x, .data = &e };
   return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
 }
@@ -127,12 +156,15 @@ ddim_edit (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, i
   if (d->space == DDIM_SPACE_X)
     {
       g_autofree float *dx = g_new (float, ddim_direction_get_n_elements (d));
-      ddim_direction_expand (d, strength, height, width, dx);
+      ddim_direction_expand (d, strength, t_edit, height, width, dx);
       return ddim_edit_xspace (unet, s, x, n, height, width, dx, t_edit, o, error);
     }
+  if (d->n_timesteps > 0)
+    return edit_hspace_per_timestep (unet, s, x, n, height, width, d, strength, t_edit, o,
+                                     error);
   int hc, hh, hw;
   ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
   g_autofree float *dh = g_new (float, (gsize) hc * hh * hw);
-  ddim_direction_expand (d, strength, hh, hw, dh);
+  ddim_direction_expand (d, strength, t_edit, hh, hw, dh);
   return ddim_edit_hspace (unet, s, x, n, height, width, dh, t_edit, o, error);
 }

@@ -77,7 +77,7 @@ ddim_fit_class_directions (DdimUNet *unet, const DdimSchedule *s, const float *i
   g_autofree int *counts = g_new (int, MAX (n_classes, 1));
   if (!check_labels (labels, n, n_classes, names, counts, error))
     return NULL;
-  DdimFitPlan plan;
+  g_auto (DdimFitPlan) plan = { 0 };
   if (!ddim_fit_plan (unet, s, height, width, o, &plan, error))
     return NULL;
 

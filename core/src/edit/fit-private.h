@@ -8,14 +8,23 @@
 G_BEGIN_DECLS
 
 /* What a fit at one image size collects: the timestep interval, the
- * sampling steps to run (up to the last one inside it) and the feature
- * size D (C_mid * h * w, or C_mid when pooled). */
+ * sampling steps to run (up to the last one inside it), the size of one
+ * block (C_mid * h * w, or C_mid when pooled) and the feature size D:
+ * one block (h averaged over the interval's steps) or, per timestep, one
+ * block for each of the n_blocks steps in the interval, whose timesteps
+ * are timesteps[0..n_blocks-1] (descending). */
 typedef struct {
   int   t_min, t_max;
   int   n_steps;
   int   hc, hh, hw;
+  gsize block;
+  int   n_blocks;        /* 1 unless per timestep */
+  int  *timesteps;       /* per timestep: n_blocks timesteps (owned); else NULL */
   gsize D;
 } DdimFitPlan;
+
+void ddim_fit_plan_clear (DdimFitPlan *plan);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (DdimFitPlan, ddim_fit_plan_clear)
 
 /* Checks the model, size and interval of @options (errors as
  * ddim_fit_direction) and fills @plan. */

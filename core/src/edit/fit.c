@@ -45,9 +45,11 @@ ddim_fit_method_from_string (const char *s, DdimFitMethod *m, GError **error)
 }
 
 typedef struct {
-  double *sum;         /* [nb, per_sample] */
+  double *sum;         /* [nb, n_blocks, block] */
   int     used;        /* steps summed */
   int     t_min, t_max;
+  int     n_blocks;    /* > 1: each step in its own block */
+  gsize   block;       /* h of one example at one step */
 } Collect;
 
 static gboolean
@@ -64,8 +66,20 @@ collect_observe (int step, int t, const float *h, gsize count, gpointer data)
   (void) step;
   (void) t;
   Collect *c = data;
-  for (gsize i = 0; i < count; i++)
-    c->sum[i] += h[i];
+  if (c->n_blocks == 1)
+    for (gsize i = 0; i < count; i++)
+      c->sum[i] += h[i];
+  else
+    {
+      /* The steps in the interval come in order: the used-th block. */
+      gsize nb = count / c->block, block = c->block;
+      for (gsize b = 0; b < nb; b++)
+        {
+          double *dst = c->sum + (b * c->n_blocks + c->used) * block;
+          for (gsize i = 0; i < block; i++)
+            dst[i] = h[b * block + i];
+        }
+    }
   c->used++;
 }
 
@@ -95,8 +109,9 @@ ddim_fit_collect (DdimUNet *unet, const DdimSchedule *s, const float *inputs, in
             return FALSE;
           *done += o->run.steps;
         }
-      g_autofree double *sum = g_new0 (double, (gsize) nb * hs);
-      Collect col = { sum, 0, plan->t_min, plan->t_max };
+      int nblk = plan->n_blocks;
+      g_autofree double *sum = g_new0 (double, (gsize) nb * nblk * hs);
+      Collect col = { sum, 0, plan->t_min, plan->t_max, nblk, hs };
       DdimReverseHooks hooks = { .wants_h = collect_wants, .observe = collect_observe,
                                  .data = &col, .max_steps = plan->n_steps };
       ro = o->run;
@@ -104,23 +119,26 @@ ddim_fit_collect (DdimUNet *unet, const DdimSchedule *s, const float *inputs, in
       if (!ddim_reverse_run (unet, s, x, nb, height, width, &ro, &hooks, *done, total, error))
         return FALSE;
       *done += plan->n_steps;
-      g_assert (col.used > 0);
+      g_assert (col.used > 0 && (nblk == 1 || col.used == nblk));
+      /* Each block holds h summed over `per_block` steps. */
+      int per_block = nblk == 1 ? col.used : 1;
       for (int b = 0; b < nb; b++)
-        {
-          double *f = features + (gsize) (b0 + b) * D;
-          const double *hsum = sum + (gsize) b * hs;
-          if (!o->pool_space)
-            for (gsize i = 0; i < hs; i++)
-              f[i] = hsum[i] / col.used;
-          else
-            for (int ch = 0; ch < hc; ch++)
-              {
-                double a = 0;
-                for (gsize p = 0; p < positions; p++)
-                  a += hsum[(gsize) ch * positions + p];
-                f[ch] = a / ((double) col.used * positions);
-              }
-        }
+        for (int k = 0; k < nblk; k++)
+          {
+            double *f = features + (gsize) (b0 + b) * D + (gsize) k * plan->block;
+            const double *hsum = sum + ((gsize) b * nblk + k) * hs;
+            if (!o->pool_space)
+              for (gsize i = 0; i < hs; i++)
+                f[i] = hsum[i] / per_block;
+            else
+              for (int ch = 0; ch < hc; ch++)
+                {
+                  double a = 0;
+                  for (gsize p = 0; p < positions; p++)
+                    a += hsum[(gsize) ch * positions + p];
+                  f[ch] = a / ((double) per_block * positions);
+                }
+          }
     }
   return TRUE;
 }
@@ -163,8 +181,35 @@ ddim_fit_plan (DdimUNet *unet, const DdimSchedule *s, int height, int width,
       return FALSE;
     }
   ddim_unet_hspace_shape (unet, height, width, &plan->hc, &plan->hh, &plan->hw);
-  plan->D = o->pool_space ? (gsize) plan->hc : (gsize) plan->hc * plan->hh * plan->hw;
+  plan->block = o->pool_space ? (gsize) plan->hc : (gsize) plan->hc * plan->hh * plan->hw;
+  plan->n_blocks = 1;
+  plan->timesteps = NULL;
+  if (o->per_timestep)
+    {
+      int in = 0;
+      for (int i = 0; i < plan->n_steps; i++)
+        in += ts[i] >= plan->t_min && ts[i] <= plan->t_max;
+      if (in < 2)
+        {
+          g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
+                       "a per-timestep direction needs at least 2 sampling steps in [%d, %d]; "
+                       "%d steps have %d there", plan->t_min, plan->t_max, o->run.steps, in);
+          return FALSE;
+        }
+      plan->n_blocks = in;
+      plan->timesteps = g_new (int, in);
+      for (int i = 0, k = 0; i < plan->n_steps; i++)
+        if (ts[i] >= plan->t_min && ts[i] <= plan->t_max)
+          plan->timesteps[k++] = ts[i];
+    }
+  plan->D = plan->block * plan->n_blocks;
   return TRUE;
+}
+
+void
+ddim_fit_plan_clear (DdimFitPlan *plan)
+{
+  g_clear_pointer (&plan->timesteps, g_free);
 }
 
 /* The weighted mean of the examples on side @side (+1 or -1) of @y; the
@@ -322,15 +367,22 @@ ddim_fit_from_features (const char *name, const char *description, const double 
       dir[k] /= diff_norm;
 
   int hc = plan->hc, hh = plan->hh, hw = plan->hw;
-  DdimDirection *d = ddim_direction_new (name, DDIM_SPACE_H, o->pool_space ? 1 : 3, hc, hh, hw);
-  /* Normalise again in float so the stored vector has unit norm there. */
+  int ndim = o->pool_space ? 1 : 3;
+  DdimDirection *d = plan->n_blocks > 1
+                         ? ddim_direction_new_per_timestep (name, ndim, hc, hh, hw,
+                                                            plan->n_blocks, plan->timesteps)
+                         : ddim_direction_new (name, DDIM_SPACE_H, ndim, hc, hh, hw);
+  /* Normalise again in float so the stored vector has unit norm there;
+   * per timestep, unit RMS norm of the blocks (and sigma in those units). */
   double fn = 0;
   for (gsize k = 0; k < D; k++)
     {
       d->data[k] = (float) dir[k];
       fn += (double) d->data[k] * d->data[k];
     }
-  fn = sqrt (fn);
+  double blocks_rms = sqrt ((double) plan->n_blocks);
+  fn = sqrt (fn) / blocks_rms;
+  sigma /= blocks_rms;
   for (gsize k = 0; k < D; k++)
     d->data[k] = (float) (d->data[k] / fn);
   d->kind = DDIM_DIRECTION_SUPERVISED;
@@ -366,7 +418,7 @@ ddim_fit_direction (DdimUNet *unet, const DdimSchedule *s, const char *name,
                    "(got %d and %d)", MAX (n_pos, 0), MAX (n_neg, 0));
       return NULL;
     }
-  DdimFitPlan plan;
+  g_auto (DdimFitPlan) plan = { 0 };
   if (!ddim_fit_plan (unet, s, height, width, o, &plan, error))
     return NULL;
 
