@@ -600,8 +600,9 @@ test_cli_errors (void)
   g_rmdir (dir);
 }
 
-/* fit --by-class, merge and eval-edit end to end on Fashion-MNIST, tiny:
- * the numbers of a random-weights model mean nothing, the plumbing does. */
+/* fit --by-class (per timestep), merge and eval-edit end to end on
+ * Fashion-MNIST, tiny: the numbers of a random-weights model mean nothing,
+ * the plumbing does. */
 static void
 test_cli_end_to_end (void)
 {
@@ -626,14 +627,23 @@ test_cli_end_to_end (void)
   g_autofree char *grid = g_build_filename (dir, "grid.png", NULL);
 
   CliRun r = { 0 };
+  /* Per timestep: 4 steps (timesteps 750, 500, 250, 0) have 2 in the
+   * default interval [500, 999]; the edits below run 2 steps, between and
+   * beyond them. */
   cli_run (&r, NULL, (const char *[]){ "directions", "fit", variant, "--by-class", "--data",
-                                        "fashion-mnist-test", "--per-class", "1", "--steps", "2",
-                                        "-q", "-o", classes, NULL });
+                                        "fashion-mnist-test", "--per-class", "1", "--steps", "4",
+                                        "--per-timestep", "-q", "-o", classes, NULL });
   g_assert_cmpint (r.status, ==, 0);
   cli_run_clear (&r);
   g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (classes, &error);
   g_assert_no_error (error);
   g_assert_cmpuint (ddim_direction_set_get_n (set), ==, N_CLASSES);
+  g_assert_cmpint (ddim_direction_set_get_nth (set, 0)->n_timesteps, ==, 2);
+  g_assert_cmpint (ddim_direction_set_get_nth (set, 0)->timesteps[0], ==, 750);
+  cli_run (&r, NULL, (const char *[]){ "directions", "list", classes, NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_nonnull (strstr (r.out, "at 2 timesteps"));
+  cli_run_clear (&r);
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 7)->name, ==, "sneaker");
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 7)->description, ==, "toward sneaker");
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 9)->description, ==, "toward ankle boot");

@@ -141,9 +141,10 @@ test_samples_reconstruct (void)
   assert_reconstructions (x, x0, n, per, SAMPLE_MIN_PSNR, SAMPLE_MEAN_PSNR);
 }
 
-/* directions.safetensors: one unit h-space direction per class, named as
- * `directions fit --by-class` names them, then the PCA components; all
- * made for this model, with a recommended strength. */
+/* directions.safetensors: one per-timestep h-space direction per class,
+ * named as `directions fit --by-class` names them, then the PCA
+ * components; all made for this model, of unit (RMS) norm, with a
+ * recommended strength. */
 static void
 test_directions (void)
 {
@@ -164,6 +165,10 @@ test_directions (void)
         {
           g_assert_cmpstr (d->name, ==, classes[i]);
           g_assert_cmpint (d->kind, ==, DDIM_DIRECTION_SUPERVISED);
+          /* Per timestep from t = 300 (MODEL.md: twice the success of
+           * pooled directions). */
+          g_assert_cmpint (d->n_timesteps, >=, 2);
+          g_assert_cmpint (d->t_min, ==, 300);
         }
       else
         g_assert_cmpint (d->kind, ==, DDIM_DIRECTION_PCA);
@@ -171,10 +176,11 @@ test_directions (void)
       g_assert_true (ddim_direction_check (d, model->unet, model->weights_sha256, 32, 32,
                                            &error));
       g_assert_no_error (error);
+      /* Unit norm; per timestep, unit RMS norm of the blocks. */
       double norm2 = 0;
       for (gsize k = 0; k < ddim_direction_get_n_elements (d); k++)
         norm2 += (double) d->data[k] * d->data[k];
-      g_assert_cmpfloat_with_epsilon (norm2, 1.0, 1e-4);
+      g_assert_cmpfloat_with_epsilon (norm2 / MAX (1, d->n_timesteps), 1.0, 1e-4);
       g_assert_cmpfloat (d->strength_max, >, 0);
     }
   const DdimDirection *first = ddim_direction_set_lookup (set, "component-1", &error);

@@ -87,8 +87,15 @@ cmd_list (int argc, char **argv)
   printf ("%s: %u direction%s\n", path, n, n == 1 ? "" : "s");
   if (n == 0)
     return CLI_EXIT_OK;
-  printf ("%-20s %-12s %-5s %-14s %-10s %-22s %s\n", "NAME", "KIND", "SPACE", "SHAPE", "T",
-          "STRENGTH", "DESCRIPTION");
+  /* The shape column fits "[128, 8, 8] at 14 timesteps" when there is one. */
+  int shape_width = 14;
+  for (guint i = 0; i < n; i++)
+    {
+      g_autofree char *shape = ddim_direction_shape_string (ddim_direction_set_get_nth (set, i));
+      shape_width = MAX (shape_width, (int) strlen (shape));
+    }
+  printf ("%-20s %-12s %-5s %-*s %-10s %-22s %s\n", "NAME", "KIND", "SPACE", shape_width,
+          "SHAPE", "T", "STRENGTH", "DESCRIPTION");
   for (guint i = 0; i < n; i++)
     {
       const DdimDirection *d = ddim_direction_set_get_nth (set, i);
@@ -100,9 +107,9 @@ cmd_list (int argc, char **argv)
                                     ? g_strdup ("-")
                                     : g_strdup_printf ("%.4g..%.4g", d->strength_min,
                                                        d->strength_max);
-      printf ("%-20s %-12s %-5s %-14s %-10s %-22s %s\n", d->name,
+      printf ("%-20s %-12s %-5s %-*s %-10s %-22s %s\n", d->name,
               ddim_direction_kind_to_string (d->kind), ddim_direction_space_to_string (d->space),
-              shape, trange, srange, d->description ? d->description : "");
+              shape_width, shape, trange, srange, d->description ? d->description : "");
     }
   return CLI_EXIT_OK;
 }
