@@ -27,7 +27,7 @@
  * step of the interval, side by side, and the direction is found the same
  * way in that space; it is then scaled so that its blocks' RMS norm is 1
  * (sigma divided likewise), which for the mean difference makes strength
- * 2 sigma move the negatives' mean h onto the positives' at every step.
+ * sigma move the negatives' mean h onto the positives' at every step.
  * On the default model this doubled the class edits' success (eval-edit,
  * 36 images per class: 47.6% pooled, 72.9% per timestep from t = 300). */
 #pragma once
