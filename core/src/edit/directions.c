@@ -15,9 +15,10 @@ struct _DdimDirectionSet {
   GPtrArray *items;   /* DdimDirection, owned */
 };
 
-DdimDirection *
-ddim_direction_new (const char *name, DdimDirectionSpace space, int ndim, int channels,
-                    int height, int width)
+/* A zeroed direction of @n_timesteps blocks (0: a single one). */
+static DdimDirection *
+direction_new (const char *name, DdimDirectionSpace space, int ndim, int channels, int height,
+               int width, int n_timesteps, const int *timesteps)
 {
   g_return_val_if_fail (name != NULL && channels > 0, NULL);
   g_return_val_if_fail (ndim == 1 || ndim == 3, NULL);
@@ -31,10 +32,20 @@ ddim_direction_new (const char *name, DdimDirectionSpace space, int ndim, int ch
   d->channels = channels;
   d->height = ndim == 3 ? height : 0;
   d->width = ndim == 3 ? width : 0;
+  d->n_timesteps = n_timesteps;
+  d->timesteps = n_timesteps > 0 ? g_memdup2 (timesteps, (gsize) n_timesteps * sizeof (int))
+                                 : NULL;
   d->data = g_new0 (float, ddim_direction_get_n_elements (d));
   d->t_min = d->t_max = -1;
   d->model_sha256 = g_strdup ("");
   return d;
+}
+
+DdimDirection *
+ddim_direction_new (const char *name, DdimDirectionSpace space, int ndim, int channels,
+                    int height, int width)
+{
+  return direction_new (name, space, ndim, channels, height, width, 0, NULL);
 }
 
 DdimDirection *
@@ -44,14 +55,8 @@ ddim_direction_new_per_timestep (const char *name, int ndim, int channels, int h
   g_return_val_if_fail (n_timesteps >= 2 && timesteps != NULL, NULL);
   for (int i = 1; i < n_timesteps; i++)
     g_return_val_if_fail (timesteps[i] < timesteps[i - 1], NULL);
-  DdimDirection *d = ddim_direction_new (name, DDIM_SPACE_H, ndim, channels, height, width);
-  if (d == NULL)
-    return NULL;
-  d->n_timesteps = n_timesteps;
-  d->timesteps = g_memdup2 (timesteps, (gsize) n_timesteps * sizeof (int));
-  g_free (d->data);
-  d->data = g_new0 (float, ddim_direction_get_n_elements (d));
-  return d;
+  return direction_new (name, DDIM_SPACE_H, ndim, channels, height, width, n_timesteps,
+                        timesteps);
 }
 
 gsize
@@ -550,21 +555,26 @@ member_string (JsonObject *o, const char *name, char **out)
   return TRUE;
 }
 
-/* Fills @d's metadata from the JSON @json. */
-static gboolean
-parse_metadata (DdimDirection *d, const char *json, GError **error)
+/* The JSON object of direction @name's metadata @json (held by @parser). */
+static JsonObject *
+metadata_object (JsonParser *parser, const char *name, const char *json, GError **error)
 {
-  g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) sub = NULL;
   if (!json_parser_load_from_data (parser, json, -1, &sub)
       || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "metadata of direction '%s' is not a JSON object%s%s", d->name,
+                   "metadata of direction '%s' is not a JSON object%s%s", name,
                    sub ? ": " : "", sub ? sub->message : "");
-      return FALSE;
+      return NULL;
     }
-  JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+  return json_node_get_object (json_parser_get_root (parser));
+}
+
+/* Fills @d's metadata from its JSON object @o. */
+static gboolean
+parse_metadata (DdimDirection *d, JsonObject *o, GError **error)
+{
   g_autofree char *kind = NULL, *space = NULL;
   const char *bad = NULL;
   if (!member_string (o, "description", &d->description))
@@ -633,14 +643,9 @@ parse_metadata (DdimDirection *d, const char *json, GError **error)
 /* The optional "timesteps" of a direction's metadata: none (n 0), or at
  * least 2 strictly descending timesteps >= 0. */
 static gboolean
-parse_timesteps (const char *name, const char *json, int **timesteps, int *n, GError **error)
+parse_timesteps (const char *name, JsonObject *o, int **timesteps, int *n, GError **error)
 {
   *n = 0;
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  if (!json_parser_load_from_data (parser, json, -1, NULL)
-      || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
-    return TRUE;   /* parse_metadata reports it */
-  JsonObject *o = json_node_get_object (json_parser_get_root (parser));
   JsonNode *node = json_object_get_member (o, "timesteps");
   if (node == NULL)
     return TRUE;
@@ -737,9 +742,13 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
                        "direction '%s' has no metadata entry '%s'", name, info->name);
           return NULL;
         }
+      g_autoptr (JsonParser) parser = json_parser_new ();
+      JsonObject *meta = metadata_object (parser, name, json, error);
+      if (meta == NULL)
+        return NULL;
       g_autofree int *timesteps = NULL;
       int n_timesteps = 0;
-      if (!parse_timesteps (name, json, &timesteps, &n_timesteps, error))
+      if (!parse_timesteps (name, meta, &timesteps, &n_timesteps, error))
         return NULL;
       gboolean per_timestep = info->ndim == 2 || info->ndim == 4;
       if (per_timestep != (n_timesteps > 0)
@@ -765,7 +774,7 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
                                     ndim == 3 ? (int) shape[2] : 0);
       if (!ddim_tensor_info_to_f32 (info, d->data, error))
         return NULL;
-      if (!parse_metadata (d, json, error))
+      if (!parse_metadata (d, meta, error))
         return NULL;
       ddim_direction_set_add (set, g_steal_pointer (&d));
     }
