@@ -27,6 +27,19 @@ fixture (const char *name)
   return g_build_filename (root, "diffusers", name, NULL);
 }
 
+/* A sample of @model made by `ddim sample` at @steps steps, written to
+ * DIR/NAME (returned, g_free). */
+static char *
+sample_image (const char *model, const char *dir, const char *name, const char *steps)
+{
+  char *path = g_build_filename (dir, name, NULL);
+  CliRun r = { 0 };
+  run_ddim (&r, model, (const char *[]){ "sample", "-o", path, "--steps", steps, "-q", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  cli_run_clear (&r);
+  return path;
+}
+
 /* `ddim info` without MODEL describes $DDIM_MODEL; with MODEL, that one. */
 static void
 test_model_from_environment (void)
@@ -82,15 +95,12 @@ test_optional_model_round_trip (void)
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = g_dir_make_tmp ("test-cli-XXXXXX", &error);
   g_assert_no_error (error);
-  g_autofree char *image = g_build_filename (dir, "sample.png", NULL);
+  g_autofree char *image = sample_image (variant, dir, "sample.png", "4");
   g_autofree char *lat1 = g_build_filename (dir, "a.safetensors", NULL);
   g_autofree char *lat2 = g_build_filename (dir, "b.safetensors", NULL);
   g_autofree char *back = g_build_filename (dir, "back.png", NULL);
 
   CliRun r = { 0 };
-  run_ddim (&r, variant, (const char *[]){ "sample", "-o", image, "--steps", "4", "-q", NULL });
-  g_assert_cmpint (r.status, ==, 0);
-  cli_run_clear (&r);
   run_ddim (&r, variant,
             (const char *[]){ "invert", image, "-o", lat1, "--steps", "4", "-q", NULL });
   g_assert_cmpint (r.status, ==, 0);
@@ -216,12 +226,8 @@ test_eval_inversion (void)
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = g_dir_make_tmp ("test-cli-XXXXXX", &error);
   g_assert_no_error (error);
-  g_autofree char *image = g_build_filename (dir, "sample.png", NULL);
+  g_autofree char *image = sample_image (variant, dir, "sample.png", "2");
   CliRun r = { 0 };
-  run_ddim (&r, variant, (const char *[]){ "sample", "-o", image, "--steps", "2", "-q", NULL });
-  g_assert_cmpint (r.status, ==, 0);
-  cli_run_clear (&r);
-
   run_ddim (&r, variant, (const char *[]){ "eval-inversion", image, "--methods", "ddim,optimize",
                                            "--steps", "2", "--iters", "1", "--lr", "0.05",
                                            NULL });
