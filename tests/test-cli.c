@@ -246,6 +246,20 @@ test_eval_inversion (void)
       g_assert_nonnull (strstr (r.err, bad[i][0]));
       cli_run_clear (&r);
     }
+  /* `invert` refuses them too, rather than falling back to its defaults. */
+  g_autofree char *latent = g_build_filename (dir, "latent.safetensors", NULL);
+  const char *const bad_invert[][2] = { { "--lr", "-0.5" }, { "--prior", "nan" },
+                                        { "--iters", "-3" } };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_invert); i++)
+    {
+      run_ddim (&r, variant, (const char *[]){ "invert", image, "-o", latent, "--method",
+                                               "optimize", bad_invert[i][0], bad_invert[i][1],
+                                               NULL });
+      g_assert_cmpint (r.status, ==, 2);
+      g_assert_nonnull (strstr (r.err, bad_invert[i][0]));
+      cli_run_clear (&r);
+    }
+  g_assert_false (g_file_test (latent, G_FILE_TEST_EXISTS));
   g_unlink (image);
   g_rmdir (dir);
 }

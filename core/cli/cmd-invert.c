@@ -256,11 +256,13 @@ cli_cmd_invert (int argc, char **argv)
     if (!ddim_exact_options_check (&exact, &e))
       return cli_usage_error (CMD, "%s", e->message);
   }
-  if (iters >= 0)
+  /* -1: not given. Anything else given is taken, and checked below (a
+   * negative or NaN value is refused, not ignored). */
+  if (iters != -1)
     optimize.iterations = iters;
-  if (lr >= 0)
+  if (lr != -1)
     optimize.learning_rate = lr;
-  if (prior >= 0)
+  if (prior != -1)
     optimize.prior_weight = prior;
   if (init_str)
     {
