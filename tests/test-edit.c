@@ -760,17 +760,17 @@ test_fit (void)
 
 static void assert_same_direction (const DdimDirection *a, const DdimDirection *b);
 
-/* A direction file holding one tensor @ndim x @shape with metadata @json,
- * loaded: NULL and DDIM_ERROR_FORMAT expected. */
+/* A direction file of @format holding one tensor @ndim x @shape with
+ * metadata @json, loaded: NULL and DDIM_ERROR_FORMAT expected. */
 static void
-assert_bad_direction_file (int ndim, const gint64 *shape, const char *json)
+assert_bad_direction_file (const char *format, int ndim, const gint64 *shape, const char *json)
 {
   gsize n = 1;
   for (int k = 0; k < ndim; k++)
     n *= shape[k];
   g_autofree float *zeros = g_new0 (float, n);
   g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
-  ddim_safetensors_writer_add_metadata (w, "format", DDIM_DIRECTIONS_FORMAT);
+  ddim_safetensors_writer_add_metadata (w, "format", format);
   ddim_safetensors_writer_add_f32 (w, "direction.bad", ndim, shape, zeros);
   ddim_safetensors_writer_add_metadata (w, "direction.bad", json);
   g_autoptr (GBytes) bytes = ddim_safetensors_writer_to_bytes (w);
@@ -778,6 +778,15 @@ assert_bad_direction_file (int ndim, const gint64 *shape, const char *json)
   g_assert_null (ddim_direction_set_new_from_bytes (bytes, &error));
   g_assert_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT);
   g_test_message ("%s", error->message);
+}
+
+static void
+assert_file_format (GBytes *bytes, const char *format)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimSafetensors) st = ddim_safetensors_new_from_bytes (bytes, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (ddim_safetensors_get_metadata (st, "format"), ==, format);
 }
 
 /* Fitting per timestep keeps one block per sampling step of the interval,
@@ -860,6 +869,13 @@ test_per_timestep (void)
   assert_same_direction (d, b);
   g_assert_cmpint (b->n_timesteps, ==, n);
   g_assert_cmpmem (b->timesteps, n * sizeof (int), d->timesteps, n * sizeof (int));
+  /* ... as format 2, which older readers refuse as newer; a file of
+   * single directions stays format 1. */
+  assert_file_format (bytes, DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP);
+  g_autoptr (DdimDirectionSet) singles = ddim_direction_set_new ();
+  ddim_direction_set_add (singles, ddim_direction_copy (pooled));
+  g_autoptr (GBytes) single_bytes = ddim_direction_set_to_bytes (singles);
+  assert_file_format (single_bytes, DDIM_DIRECTIONS_FORMAT);
 
   /* Expansion: the blocks at their timesteps, the end blocks beyond, the
    * linear mix between. */
@@ -917,11 +933,16 @@ test_per_timestep (void)
   g_test_message ("%s", error->message);
   g_clear_error (&error);
   const gint64 four[4] = { 2, 2, 1, 1 }, three[3] = { 2, 1, 1 };
-  assert_bad_direction_file (4, four, "{\"space\": \"h\"}");
-  assert_bad_direction_file (3, three, "{\"space\": \"h\", \"timesteps\": [900, 800]}");
-  assert_bad_direction_file (4, four, "{\"space\": \"h\", \"timesteps\": [800, 900]}");
-  assert_bad_direction_file (4, four, "{\"space\": \"h\", \"timesteps\": [900, 800, 700]}");
-  assert_bad_direction_file (4, four, "{\"space\": \"x\", \"timesteps\": [900, 800]}");
+  const char *v2 = DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP;
+  assert_bad_direction_file (v2, 4, four, "{\"space\": \"h\"}");
+  assert_bad_direction_file (v2, 3, three, "{\"space\": \"h\", \"timesteps\": [900, 800]}");
+  assert_bad_direction_file (v2, 4, four, "{\"space\": \"h\", \"timesteps\": [800, 900]}");
+  assert_bad_direction_file (v2, 4, four,
+                             "{\"space\": \"h\", \"timesteps\": [900, 800, 700]}");
+  assert_bad_direction_file (v2, 4, four, "{\"space\": \"x\", \"timesteps\": [900, 800]}");
+  /* A well-formed per-timestep direction in a format-1 file. */
+  assert_bad_direction_file (DDIM_DIRECTIONS_FORMAT, 4, four,
+                             "{\"space\": \"h\", \"timesteps\": [900, 800]}");
 }
 
 /* ---- the directions file ------------------------------------------------ */
@@ -1031,10 +1052,15 @@ test_directions_file (void)
   g_assert_null (ddim_direction_set_new_from_bytes (plain, &error));
   g_assert_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT);
   g_clear_error (&error);
-  ddim_safetensors_writer_add_metadata (w, "format", "ddim-directions/2");
+  ddim_safetensors_writer_add_metadata (w, "format", "ddim-directions/3");
   g_autoptr (GBytes) newer = ddim_safetensors_writer_to_bytes (w);
   g_assert_null (ddim_direction_set_new_from_bytes (newer, &error));
   g_assert_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED);
+  g_clear_error (&error);
+  ddim_safetensors_writer_add_metadata (w, "format", "ddim-directions/0");
+  g_autoptr (GBytes) zeroth = ddim_safetensors_writer_to_bytes (w);
+  g_assert_null (ddim_direction_set_new_from_bytes (zeroth, &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT);
   g_clear_error (&error);
   ddim_safetensors_writer_add_metadata (w, "format", DDIM_DIRECTIONS_FORMAT);
   g_autoptr (GBytes) nometa = ddim_safetensors_writer_to_bytes (w);

@@ -18,7 +18,9 @@
  *
  * The directions file: a safetensors file with one F32 tensor per direction,
  * "direction.NAME", and string metadata
- *   format            "ddim-directions/1"
+ *   format            "ddim-directions/2" when the file holds a per-timestep
+ *                     direction, else "ddim-directions/1" (so a reader that
+ *                     predates them refuses such a file as a newer format)
  *   direction.NAME    JSON object:
  *     {"description": str, "kind": "supervised"|"unsupervised"|"pca",
  *      "space": "h"|"x", "t_min": int, "t_max": int,
@@ -39,7 +41,8 @@
 G_BEGIN_DECLS
 
 #define DDIM_DIRECTIONS_FORMAT "ddim-directions/1"
-#define DDIM_DIRECTIONS_FORMAT_VERSION 1
+#define DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP "ddim-directions/2"
+#define DDIM_DIRECTIONS_FORMAT_VERSION 2
 #define DDIM_DIRECTIONS_FILE "directions.safetensors"
 
 typedef enum {

@@ -477,7 +477,12 @@ static DdimSafetensorsWriter *
 build_writer (DdimDirectionSet *set)
 {
   DdimSafetensorsWriter *w = ddim_safetensors_writer_new ();
-  ddim_safetensors_writer_add_metadata (w, "format", DDIM_DIRECTIONS_FORMAT);
+  gboolean any_per_timestep = FALSE;
+  for (guint i = 0; i < set->items->len; i++)
+    any_per_timestep |= ((const DdimDirection *) g_ptr_array_index (set->items, i))->n_timesteps > 0;
+  ddim_safetensors_writer_add_metadata (w, "format", any_per_timestep
+                                                         ? DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP
+                                                         : DDIM_DIRECTIONS_FORMAT);
   for (guint i = 0; i < set->items->len; i++)
     {
       const DdimDirection *d = g_ptr_array_index (set->items, i);
@@ -693,7 +698,7 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
   const char *ver = format + strlen ("ddim-directions/");
   char *end = NULL;
   guint64 version = g_ascii_strtoull (ver, &end, 10);
-  if (end == ver || *end != '\0')
+  if (end == ver || *end != '\0' || version < 1)
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT, "bad directions format '%s'", format);
       return NULL;
@@ -702,7 +707,7 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
                    "directions format '%s' is newer than this version supports (%s)", format,
-                   DDIM_DIRECTIONS_FORMAT);
+                   DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP);
       return NULL;
     }
 
@@ -750,6 +755,13 @@ ddim_direction_set_new_from_bytes (GBytes *bytes, GError **error)
       int n_timesteps = 0;
       if (!parse_timesteps (name, meta, &timesteps, &n_timesteps, error))
         return NULL;
+      if (n_timesteps > 0 && version < 2)
+        {
+          g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                       "direction '%s' is per timestep, which format '%s' does not allow "
+                       "(it needs \"%s\")", name, format, DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP);
+          return NULL;
+        }
       gboolean per_timestep = info->ndim == 2 || info->ndim == 4;
       if (per_timestep != (n_timesteps > 0)
           || (per_timestep && info->shape[0] != n_timesteps))
