@@ -737,7 +737,54 @@ test_fit (void)
   for (int b = 0; b < np; b++)
     for (int c = 0; c < nn; c++)
       g_assert_cmpfloat (dotd (hp + b * hs, dlog->data, hs), >, dotd (hn + c * hs, dlog->data, hs));
+  /* Prototype: from the negatives' mean to the positive nearest the
+   * positives' mean, which the test finds itself. */
+  int nearest = -1;
+  double nearest_d2 = 0;
+  for (int b = 0; b < np; b++)
+    {
+      double d2 = 0;
+      for (gsize i = 0; i < hs; i++)
+        {
+          double mp = 0;
+          for (int c = 0; c < np; c++)
+            mp += hp[c * hs + i] / (double) np;
+          d2 += (hp[b * hs + i] - mp) * (hp[b * hs + i] - mp);
+        }
+      if (nearest < 0 || d2 < nearest_d2)
+        nearest = b, nearest_d2 = d2;
+    }
+  g_autofree double *pdiff = g_new0 (double, hs);
+  double pn = 0, pcos = 0;
+  for (gsize i = 0; i < hs; i++)
+    {
+      pdiff[i] = hp[nearest * hs + i];
+      for (int b = 0; b < nn; b++)
+        pdiff[i] -= hn[b * hs + i] / nn;
+      pn += pdiff[i] * pdiff[i];
+    }
+  ol.method = DDIM_FIT_PROTOTYPE;
+  g_autoptr (DdimDirection) dproto = ddim_fit_direction (m->unet, m->schedule, "typical", lp, np,
+                                                         ln, nn, S, S, &ol, &error);
+  g_assert_no_error (error);
+  for (gsize i = 0; i < hs; i++)
+    pcos += pdiff[i] * dproto->data[i];
+  pcos /= sqrt (pn);
+  g_test_message ("prototype: positive %d, cos to the expected %.7f, to the mean difference %.4f",
+                  nearest, pcos, dotd (dproto->data, dl->data, hs));
+  g_assert_cmpfloat (pcos, >, 0.99999);
+  g_assert_cmpfloat (fabs (dproto->sigma - sqrt (pn)), <, 1e-4 * sqrt (pn));
+  g_assert_cmpfloat (dotd (dproto->data, dl->data, hs), <, 0.999);
+  g_assert_cmpfloat (dproto->strength_max, ==, 2 * dproto->sigma);
+  /* With one positive it is the mean difference. */
+  g_autoptr (DdimDirection) one_proto = ddim_fit_direction (m->unet, m->schedule, "one", lp, 1, ln,
+                                                            nn, S, S, &ol, &error);
   ol.method = DDIM_FIT_MEAN_DIFFERENCE;
+  g_autoptr (DdimDirection) one_mean = ddim_fit_direction (m->unet, m->schedule, "one", lp, 1, ln,
+                                                           nn, S, S, &ol, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (one_proto->data, hs * sizeof (float), one_mean->data, hs * sizeof (float));
+
   ol.pool_space = TRUE;
   g_autoptr (DdimDirection) dpool = ddim_fit_direction (m->unet, m->schedule, "pooled", lp, np,
                                                         ln, nn, S, S, &ol, &error);
@@ -745,6 +792,18 @@ test_fit (void)
   g_assert_cmpint (dpool->ndim, ==, 1);
   g_assert_cmpint (dpool->channels, ==, hc);
   g_assert_cmpfloat (fabs (sqrt (dotd (dpool->data, dpool->data, hc)) - 1), <, 1e-5);
+
+  /* Method names round-trip; another is refused. */
+  for (DdimFitMethod k = DDIM_FIT_MEAN_DIFFERENCE; k <= DDIM_FIT_PROTOTYPE; k++)
+    {
+      DdimFitMethod back = DDIM_FIT_MEAN_DIFFERENCE;
+      g_assert_true (ddim_fit_method_from_string (ddim_fit_method_to_string (k), &back, &error));
+      g_assert_cmpint (back, ==, k);
+    }
+  DdimFitMethod unused;
+  g_assert_false (ddim_fit_method_from_string ("medoid", &unused, &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_INVALID);
+  g_clear_error (&error);
 
   /* Errors: an empty set, an interval no step falls in. */
   g_assert_null (ddim_fit_direction (m->unet, m->schedule, "x", lp, np, ln, 0, S, S, &ol, &error));

@@ -230,7 +230,9 @@ cmd_fit (int argc, char **argv)
       "Name of the direction (default: the name of the positive folder)", "NAME" },
     { "description", 0, 0, G_OPTION_ARG_STRING, &description, "Description to record", "TEXT" },
     { "method", 0, 0, G_OPTION_ARG_STRING, &method,
-      "mean-difference (default) or logistic (normal of a linear boundary)", "METHOD" },
+      "mean-difference (default), prototype (from the negatives' mean to the one positive "
+      "nearest the positives' mean: keeps fine features a mean blurs) or logistic (normal of "
+      "a linear boundary)", "METHOD" },
     { "pool", 0, 0, G_OPTION_ARG_NONE, &pool,
       "Average h over positions: a [C] direction that works at any image size", NULL },
     { "per-timestep", 0, 0, G_OPTION_ARG_NONE, &per_timestep,
@@ -254,8 +256,9 @@ cmd_fit (int argc, char **argv)
       "Fits an h-space direction from examples: every image (resized to the model's\n"
       "sample_size) is inverted with DDIM and sampled back, h is averaged over the\n"
       "sampling steps in [t-min, t-max], and the direction is the unit vector from\n"
-      "the negatives' mean to the positives' (or the normal of a logistic boundary).\n"
-      "The recommended strength range recorded is +-2x the distance between the means.\n"
+      "the negatives' mean to the positives' (to the positive nearest that mean with\n"
+      "--method prototype; or the normal of a logistic boundary). The recommended\n"
+      "strength range recorded is +-2x the distance between the two ends.\n"
       "With --per-timestep, h is kept per step and the direction has a displacement\n"
       "for each (their RMS norm 1): edits follow how h changes over the steps.\n"
       "With --by-class, every class's direction is fitted from the first N images of\n"

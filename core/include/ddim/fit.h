@@ -15,6 +15,13 @@
  *  - mean difference: d = mean(positives) - mean(negatives), direction
  *    d / |d|; sigma = |d| (a strength of sigma moves the negatives' mean
  *    onto the positives');
+ *  - prototype: as the mean difference, with the positives' mean replaced
+ *    by the one positive example nearest to it: d = f(p) - mean(negatives).
+ *    A mean of many examples blurs the fine features a class is told by
+ *    (a shirt's buttons and collar, a coat's zip); one typical example
+ *    keeps them, and edits take them on (on the default model, shirt
+ *    edits went from 5% to 64% success, coat from 37% to 58%; see the
+ *    model's MODEL.md);
  *  - logistic: the normal of a linear boundary (BoundaryDiffusion, Zhu et
  *    al. NeurIPS 2023) by L2-regularised logistic regression on the
  *    features (centred, scaled to unit RMS, classes weighted equally),
@@ -44,7 +51,8 @@ G_BEGIN_DECLS
 
 typedef enum {
   DDIM_FIT_MEAN_DIFFERENCE,
-  DDIM_FIT_LOGISTIC
+  DDIM_FIT_LOGISTIC,
+  DDIM_FIT_PROTOTYPE
 } DdimFitMethod;
 
 typedef struct {

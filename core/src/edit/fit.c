@@ -25,7 +25,15 @@ ddim_fit_options_init (DdimFitOptions *o, const DdimSchedule *s)
 const char *
 ddim_fit_method_to_string (DdimFitMethod m)
 {
-  return m == DDIM_FIT_LOGISTIC ? "logistic" : "mean-difference";
+  switch (m)
+    {
+    case DDIM_FIT_LOGISTIC:
+      return "logistic";
+    case DDIM_FIT_PROTOTYPE:
+      return "prototype";
+    default:
+      return "mean-difference";
+    }
 }
 
 gboolean
@@ -35,10 +43,13 @@ ddim_fit_method_from_string (const char *s, DdimFitMethod *m, GError **error)
     *m = DDIM_FIT_MEAN_DIFFERENCE;
   else if (g_strcmp0 (s, "logistic") == 0)
     *m = DDIM_FIT_LOGISTIC;
+  else if (g_strcmp0 (s, "prototype") == 0)
+    *m = DDIM_FIT_PROTOTYPE;
   else
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "fit method '%s' is not one of mean-difference, logistic", s ? s : "(null)");
+                   "fit method '%s' is not one of mean-difference, logistic, prototype",
+                   s ? s : "(null)");
       return FALSE;
     }
   return TRUE;
@@ -234,6 +245,34 @@ dot (const double *a, const double *b, gsize n)
   return s;
 }
 
+/* Replaces the positives' @mean by the positive example nearest to it
+ * (Euclidean distance over the whole feature, every block of a
+ * per-timestep one; the first on a tie). */
+static void
+nearest_positive (const double *f, const double *y, int n, gsize D, double *mean)
+{
+  int best = -1;
+  double best_d2 = 0;
+  for (int i = 0; i < n; i++)
+    {
+      if (y[i] != 1.0)
+        continue;
+      double d2 = 0;
+      for (gsize k = 0; k < D; k++)
+        {
+          double v = f[(gsize) i * D + k] - mean[k];
+          d2 += v * v;
+        }
+      if (best < 0 || d2 < best_d2)
+        {
+          best = i;
+          best_d2 = d2;
+        }
+    }
+  g_assert (best >= 0);
+  memcpy (mean, f + (gsize) best * D, D * sizeof (double));
+}
+
 /* Logistic regression with balanced class weights and an L2 penalty, by
  * Nesterov-accelerated gradient descent with step 1/L (L from the largest
  * eigenvalue of the weighted Gram matrix). @z [N, D] are the centred,
@@ -311,14 +350,16 @@ ddim_fit_from_features (const char *name, const char *description, const double 
   g_autofree double *mp = g_new (double, D), *mn = g_new (double, D), *dir = g_new (double, D);
   side_mean (f, y, cw, N, D, 1.0, mp);
   side_mean (f, y, cw, N, D, -1.0, mn);
+  if (o->method == DDIM_FIT_PROTOTYPE)
+    nearest_positive (f, y, N, D, mp);
   for (gsize k = 0; k < D; k++)
     dir[k] = mp[k] - mn[k];
   double diff_norm = sqrt (dot (dir, dir, D));
   if (!(diff_norm > 0))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "the positive and negative examples give the same mean h; no direction "
-                   "separates them");
+                   "the positive and negative examples give the same %s h; no direction "
+                   "separates them", o->method == DDIM_FIT_PROTOTYPE ? "(prototype and mean)" : "mean");
       return NULL;
     }
   double sigma = diff_norm;
