@@ -139,9 +139,22 @@ test_fit_classes (void)
   g_assert_cmpfloat (max_abs_diff (ddim_direction_set_get_nth (set, 1)->data,
                                    ddim_direction_set_get_nth (set, 2)->data, D), >, 1e-3);
 
-  /* Independently: a class direction is the one-direction fit with that
-   * class as positives and the others as negatives, every other class
-   * weighing the same. Class 5 has one example and class 0 two among its
+  /* Prototypes: class 0 has two examples, so its prototype (one of them)
+   * differs from its mean difference; class 5 has one, so they agree. */
+  DdimFitOptions op = o;
+  op.method = DDIM_FIT_PROTOTYPE;
+  g_autoptr (DdimDirectionSet) protos = ddim_fit_class_directions (
+      m->unet, m->schedule, x, example_labels, N_EXAMPLES, N_CLASSES, names, descriptions, S, S,
+      &op, &error);
+  g_assert_no_error (error);
+  g_assert_cmpfloat (max_abs_diff (ddim_direction_set_get_nth (protos, 0)->data,
+                                   ddim_direction_set_get_nth (set, 0)->data, D), >, 1e-3);
+  g_assert_cmpfloat (max_abs_diff (ddim_direction_set_get_nth (protos, 5)->data,
+                                   ddim_direction_set_get_nth (set, 5)->data, D), <, 1e-6);
+
+  /* Independently: a class direction (mean difference or prototype) is the
+   * one-direction fit with that class as positives and the others as
+   * negatives, every other class weighing the same. Class 5 has one example and class 0 two among its
    * negatives, so the negatives get class 1..9 twice (class 0 as is) to
    * weigh the same in the plain mean ddim_fit_direction takes. */
   for (int k = 0; k < N_CLASSES; k += 5)
@@ -165,6 +178,12 @@ test_fit_classes (void)
       const DdimDirection *d = ddim_direction_set_get_nth (set, k);
       g_assert_cmpfloat (max_abs_diff (d->data, ref->data, D), <, 1e-5);
       g_assert_cmpfloat_with_epsilon (d->sigma, ref->sigma, 1e-6 * ref->sigma);
+      g_autoptr (DdimDirection) ref_p = ddim_fit_direction (m->unet, m->schedule, "ref", pos, np,
+                                                            neg, nn, S, S, &op, &error);
+      g_assert_no_error (error);
+      const DdimDirection *p = ddim_direction_set_get_nth (protos, k);
+      g_assert_cmpfloat (max_abs_diff (p->data, ref_p->data, D), <, 1e-5);
+      g_assert_cmpfloat_with_epsilon (p->sigma, ref_p->sigma, 1e-6 * ref_p->sigma);
     }
 
   /* Only some classes fitted; logistic directions are unit vectors that
@@ -534,6 +553,9 @@ test_cli_errors (void)
   expect_failure ((const char *[]){ "directions", "fit", variant, "--by-class", "--data",
                                     "mnist", "-o", out, NULL },
                   1, "--data must be a labelled set");
+  expect_failure ((const char *[]){ "directions", "fit", variant, "--by-class", "--data",
+                                    "fashion-mnist", "--method", "medoid", "-o", out, NULL },
+                  2, "not one of mean-difference, logistic, prototype");
 
   /* A directions file with one class direction, and one with a name
    * clash. */
@@ -600,7 +622,8 @@ test_cli_errors (void)
   g_rmdir (dir);
 }
 
-/* fit --by-class (per timestep), merge and eval-edit end to end on
+/* fit --by-class (per-timestep prototypes, as the default model's), merge
+ * and eval-edit end to end on
  * Fashion-MNIST, tiny: the numbers of a random-weights model mean nothing,
  * the plumbing does. */
 static void
@@ -631,8 +654,9 @@ test_cli_end_to_end (void)
    * default interval [500, 999]; the edits below run 2 steps, between and
    * beyond them. */
   cli_run (&r, NULL, (const char *[]){ "directions", "fit", variant, "--by-class", "--data",
-                                        "fashion-mnist-test", "--per-class", "1", "--steps", "4",
-                                        "--per-timestep", "-q", "-o", classes, NULL });
+                                        "fashion-mnist-test", "--per-class", "2", "--steps", "4",
+                                        "--per-timestep", "--method", "prototype", "-q", "-o",
+                                        classes, NULL });
   g_assert_cmpint (r.status, ==, 0);
   cli_run_clear (&r);
   g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (classes, &error);
