@@ -479,7 +479,10 @@ build_writer (DdimDirectionSet *set)
   DdimSafetensorsWriter *w = ddim_safetensors_writer_new ();
   gboolean any_per_timestep = FALSE;
   for (guint i = 0; i < set->items->len; i++)
-    any_per_timestep |= ((const DdimDirection *) g_ptr_array_index (set->items, i))->n_timesteps > 0;
+    {
+      const DdimDirection *d = g_ptr_array_index (set->items, i);
+      any_per_timestep |= d->n_timesteps > 0;
+    }
   ddim_safetensors_writer_add_metadata (w, "format", any_per_timestep
                                                          ? DDIM_DIRECTIONS_FORMAT_PER_TIMESTEP
                                                          : DDIM_DIRECTIONS_FORMAT);

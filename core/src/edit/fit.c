@@ -358,8 +358,10 @@ ddim_fit_from_features (const char *name, const char *description, const double 
   if (!(diff_norm > 0))
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_INVALID,
-                   "the positive and negative examples give the same %s h; no direction "
-                   "separates them", o->method == DDIM_FIT_PROTOTYPE ? "(prototype and mean)" : "mean");
+                   "the positive and negative examples give the same %s; no direction "
+                   "separates them",
+                   o->method == DDIM_FIT_PROTOTYPE ? "h (positive prototype, negatives' mean)"
+                                                   : "mean h");
       return NULL;
     }
   double sigma = diff_norm;
