@@ -664,6 +664,7 @@ test_cli_end_to_end (void)
   cli_run (&r, NULL, (const char *[]){ "directions", "list", classes, NULL });
   g_assert_cmpint (r.status, ==, 0);
   g_assert_nonnull (strstr (r.out, "at 2 timesteps"));
+  g_assert_nonnull (strstr (r.out, " prototype "));
   cli_run_clear (&r);
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 7)->name, ==, "sneaker");
   g_assert_cmpstr (ddim_direction_set_get_nth (set, 7)->description, ==, "toward sneaker");

@@ -170,6 +170,7 @@ test_directions (void)
            * mean differences). */
           g_assert_cmpint (d->n_timesteps, >=, 2);
           g_assert_cmpint (d->t_min, ==, 150);
+          g_assert_cmpstr (d->method, ==, "prototype");
         }
       else
         g_assert_cmpint (d->kind, ==, DDIM_DIRECTION_PCA);

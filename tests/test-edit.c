@@ -688,6 +688,7 @@ test_fit (void)
   g_assert_cmpstr (d->model_sha256, ==, m->weights_sha256);
   g_assert_cmpfloat (d->sigma, >, 0);
   g_assert_cmpfloat (d->strength_max, >, 0);
+  g_assert_cmpstr (d->method, ==, "mean-difference");
 
   /* Latent inputs, interval of the first sampling step only: the direction
    * is then exactly the normalised mean difference of h(x_T, t_0), which
@@ -734,6 +735,7 @@ test_fit (void)
   g_assert_no_error (error);
   g_assert_cmpfloat (fabs (sqrt (dotd (dlog->data, dlog->data, hs)) - 1), <, 1e-5);
   g_assert_cmpfloat (dotd (dlog->data, dl->data, hs), >, 0);
+  g_assert_cmpstr (dlog->method, ==, "logistic");
   for (int b = 0; b < np; b++)
     for (int c = 0; c < nn; c++)
       g_assert_cmpfloat (dotd (hp + b * hs, dlog->data, hs), >, dotd (hn + c * hs, dlog->data, hs));
@@ -776,6 +778,7 @@ test_fit (void)
   g_assert_cmpfloat (fabs (dproto->sigma - sqrt (pn)), <, 1e-4 * sqrt (pn));
   g_assert_cmpfloat (dotd (dproto->data, dl->data, hs), <, 0.999);
   g_assert_cmpfloat (dproto->strength_max, ==, 2 * dproto->sigma);
+  g_assert_cmpstr (dproto->method, ==, "prototype");
   /* With one positive it is the mean difference. */
   g_autoptr (DdimDirection) one_proto = ddim_fit_direction (m->unet, m->schedule, "one", lp, 1, ln,
                                                             nn, S, S, &ol, &error);
@@ -999,6 +1002,7 @@ test_per_timestep (void)
   assert_bad_direction_file (v2, 4, four,
                              "{\"space\": \"h\", \"timesteps\": [900, 800, 700]}");
   assert_bad_direction_file (v2, 4, four, "{\"space\": \"x\", \"timesteps\": [900, 800]}");
+  assert_bad_direction_file (v2, 3, three, "{\"space\": \"h\", \"method\": 1}");
   /* A well-formed per-timestep direction in a format-1 file. */
   assert_bad_direction_file (DDIM_DIRECTIONS_FORMAT, 4, four,
                              "{\"space\": \"h\", \"timesteps\": [900, 800]}");
@@ -1023,6 +1027,7 @@ assert_same_direction (const DdimDirection *a, const DdimDirection *b)
   g_assert_cmpfloat (a->strength_max, ==, b->strength_max);
   g_assert_cmpfloat (a->sigma, ==, b->sigma);
   g_assert_cmpstr (a->model_sha256, ==, b->model_sha256);
+  g_assert_cmpstr (a->method, ==, b->method);
   g_assert_cmpint (a->hspace_channels, ==, b->hspace_channels);
   g_assert_cmpint (a->hspace_height, ==, b->hspace_height);
   g_assert_cmpint (a->hspace_width, ==, b->hspace_width);

@@ -94,8 +94,8 @@ cmd_list (int argc, char **argv)
       g_autofree char *shape = ddim_direction_shape_string (ddim_direction_set_get_nth (set, i));
       shape_width = MAX (shape_width, (int) strlen (shape));
     }
-  printf ("%-20s %-12s %-5s %-*s %-10s %-22s %s\n", "NAME", "KIND", "SPACE", shape_width,
-          "SHAPE", "T", "STRENGTH", "DESCRIPTION");
+  printf ("%-20s %-12s %-15s %-5s %-*s %-10s %-22s %s\n", "NAME", "KIND", "METHOD", "SPACE",
+          shape_width, "SHAPE", "T", "STRENGTH", "DESCRIPTION");
   for (guint i = 0; i < n; i++)
     {
       const DdimDirection *d = ddim_direction_set_get_nth (set, i);
@@ -107,9 +107,11 @@ cmd_list (int argc, char **argv)
                                     ? g_strdup ("-")
                                     : g_strdup_printf ("%.4g..%.4g", d->strength_min,
                                                        d->strength_max);
-      printf ("%-20s %-12s %-5s %-*s %-10s %-22s %s\n", d->name,
-              ddim_direction_kind_to_string (d->kind), ddim_direction_space_to_string (d->space),
-              shape_width, shape, trange, srange, d->description ? d->description : "");
+      printf ("%-20s %-12s %-15s %-5s %-*s %-10s %-22s %s\n", d->name,
+              ddim_direction_kind_to_string (d->kind),
+              d->method && d->method[0] ? d->method : "-",
+              ddim_direction_space_to_string (d->space), shape_width, shape, trange, srange,
+              d->description ? d->description : "");
     }
   return CLI_EXIT_OK;
 }

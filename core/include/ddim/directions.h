@@ -26,6 +26,7 @@
  *      "space": "h"|"x", "t_min": int, "t_max": int,
  *      "strength_min": num, "strength_max": num, "sigma": num,
  *      "model_sha256": str, "hspace_shape": [C_mid, h, w],
+ *      "method": str (supervised directions, when known),
  *      "timesteps": [t_1, ..., t_n] (per-timestep directions only)}
  * t_min..t_max is the timestep range the direction was fitted on (one
  * timestep for a Jacobian direction); strength_min..max the recommended
@@ -74,6 +75,9 @@ typedef struct {
   double             strength_min, strength_max;
   double             sigma;
   char              *model_sha256;         /* "" when unknown */
+  /* How a supervised direction was fitted: "mean-difference", "prototype"
+   * or "logistic" (ddim/fit.h); "" when unknown or not supervised. */
+  char              *method;
   int                hspace_channels, hspace_height, hspace_width;  /* 0 when unknown */
 } DdimDirection;
 

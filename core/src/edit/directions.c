@@ -38,6 +38,7 @@ direction_new (const char *name, DdimDirectionSpace space, int ndim, int channel
   d->data = g_new0 (float, ddim_direction_get_n_elements (d));
   d->t_min = d->t_max = -1;
   d->model_sha256 = g_strdup ("");
+  d->method = g_strdup ("");
   return d;
 }
 
@@ -80,6 +81,7 @@ ddim_direction_copy (const DdimDirection *d)
   c->name = g_strdup (d->name);
   c->description = g_strdup (d->description);
   c->model_sha256 = g_strdup (d->model_sha256);
+  c->method = g_strdup (d->method);
   c->data = g_memdup2 (d->data, ddim_direction_get_n_elements (d) * sizeof (float));
   c->timesteps = d->n_timesteps > 0
                      ? g_memdup2 (d->timesteps, (gsize) d->n_timesteps * sizeof (int))
@@ -95,6 +97,7 @@ ddim_direction_free (DdimDirection *d)
   g_free (d->name);
   g_free (d->description);
   g_free (d->model_sha256);
+  g_free (d->method);
   g_free (d->data);
   g_free (d->timesteps);
   g_free (d);
@@ -454,6 +457,11 @@ metadata_json (const DdimDirection *d)
   json_builder_add_double_value (b, isfinite (d->sigma) ? d->sigma : 0);
   json_builder_set_member_name (b, "model_sha256");
   json_builder_add_string_value (b, d->model_sha256 ? d->model_sha256 : "");
+  if (d->method && d->method[0])
+    {
+      json_builder_set_member_name (b, "method");
+      json_builder_add_string_value (b, d->method);
+    }
   json_builder_set_member_name (b, "hspace_shape");
   json_builder_begin_array (b);
   json_builder_add_int_value (b, d->hspace_channels);
@@ -603,6 +611,8 @@ parse_metadata (DdimDirection *d, JsonObject *o, GError **error)
     bad = "sigma";
   else if (!member_string (o, "model_sha256", &d->model_sha256))
     bad = "model_sha256";
+  else if (!member_string (o, "method", &d->method))
+    bad = "method";
   else if (kind && !ddim_direction_kind_from_string (kind, &d->kind, NULL))
     bad = "kind";
   else if (space && !ddim_direction_space_from_string (space, &d->space, NULL))

@@ -438,6 +438,8 @@ ddim_fit_from_features (const char *name, const char *description, const double 
   d->strength_max = 2 * sigma;
   g_free (d->model_sha256);
   d->model_sha256 = g_strdup (o->model_sha256 ? o->model_sha256 : "");
+  g_free (d->method);
+  d->method = g_strdup (ddim_fit_method_to_string (o->method));
   d->hspace_channels = hc;
   d->hspace_height = hh;
   d->hspace_width = hw;
