@@ -154,9 +154,10 @@ test_fit_classes (void)
 
   /* Independently: a class direction (mean difference or prototype) is the
    * one-direction fit with that class as positives and the others as
-   * negatives, every other class weighing the same. Class 5 has one example and class 0 two among its
-   * negatives, so the negatives get class 1..9 twice (class 0 as is) to
-   * weigh the same in the plain mean ddim_fit_direction takes. */
+   * negatives, every other class weighing the same. Class 5 has one
+   * example and class 0 two among its negatives, so the negatives get
+   * class 1..9 twice (class 0 as is) to weigh the same in the plain mean
+   * ddim_fit_direction takes. */
   for (int k = 0; k < N_CLASSES; k += 5)
     {
       g_autofree float *pos = g_new (float, N_EXAMPLES * per);
