@@ -35,8 +35,9 @@ int      ddim_edit_default_t_edit (const DdimDirection *direction, const DdimSch
 
 /* Edits with @direction at @strength (finite; NaN or infinity is
  * DDIM_ERROR_INVALID); a per-timestep direction shifts h at each step by
- * its displacement at that step's timestep (ddim_direction_expand). @t_edit
- * < 0: the default above; otherwise it must be below num_train_timesteps. The direction's shape must fit the model at
+ * its displacement at that step's timestep (ddim_direction_expand).
+ * @t_edit < 0: the default above; otherwise it must be below
+ * num_train_timesteps. The direction's shape must fit the model at
  * @height x @width (ddim_direction_check, without the model hash). */
 gboolean ddim_edit (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n, int height,
                     int width, const DdimDirection *direction, double strength, int t_edit,

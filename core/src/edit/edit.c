@@ -70,23 +70,21 @@ shift_h (int step, int t, float *h, gsize count, gpointer data)
   add_per_sample (e, h, count);
 }
 
-/* h-space edit along a per-timestep direction (its displacement follows
- * the step's timestep). */
+/* Runs the reverse process with @e's h-space shift (e->delta, or for a
+ * per-timestep direction its displacement at each step's timestep); fills
+ * in the rest of @e from the model's h-space at @height x @width. */
 static gboolean
-edit_hspace_per_timestep (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height,
-                          int width, const DdimDirection *d, double strength, int t_edit,
-                          const DdimRunOptions *o, GError **error)
+run_hspace_edit (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, int width,
+                 EditData *e, const DdimRunOptions *o, GError **error)
 {
-  if (!check_t_edit (s, t_edit, error))
-    return FALSE;
-  int hc, hh, hw;
-  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
-  gsize per = (gsize) hc * hh * hw;
-  g_autofree float *scratch = g_new (float, per);
-  EditData e = { .delta = scratch, .per_sample = per, .t_edit = t_edit, .x_step = -1,
-                 .per_timestep = d, .strength = strength, .hh = hh, .hw = hw,
-                 .scratch = scratch };
-  DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = &e };
+  int hc;
+  ddim_unet_hspace_shape (unet, height, width, &hc, &e->hh, &e->hw);
+  e->per_sample = (gsize) hc * e->hh * e->hw;
+  e->x_step = -1;
+  g_autofree float *scratch = NULL;
+  if (e->per_timestep)
+    e->delta = e->scratch = scratch = g_new (float, e->per_sample);
+  DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = e };
   return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
 }
 
@@ -110,12 +108,8 @@ ddim_edit_hspace (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int he
     return ddim_reverse_run (unet, s, x, n, height, width, o, NULL, 0, 0, error);
   if (!ddim_unet_check_size (unet, height, width, error))
     return FALSE;
-  int hc, hh, hw;
-  ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
-  EditData e = { .delta = dh, .per_sample = (gsize) hc * hh * hw, .t_edit = t_edit,
-                 .x_step = -1 };
-  DdimReverseHooks hooks = { .wants_shift = wants_shift, .shift = shift_h, .data = &e };
-  return ddim_reverse_run (unet, s, x, n, height, width, o, &hooks, 0, 0, error);
+  EditData e = { .delta = dh, .t_edit = t_edit };
+  return run_hspace_edit (unet, s, x, n, height, width, &e, o, error);
 }
 
 gboolean
@@ -160,8 +154,12 @@ ddim_edit (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int height, i
       return ddim_edit_xspace (unet, s, x, n, height, width, dx, t_edit, o, error);
     }
   if (d->n_timesteps > 0)
-    return edit_hspace_per_timestep (unet, s, x, n, height, width, d, strength, t_edit, o,
-                                     error);
+    {
+      if (!check_t_edit (s, t_edit, error))
+        return FALSE;
+      EditData e = { .t_edit = t_edit, .per_timestep = d, .strength = strength };
+      return run_hspace_edit (unet, s, x, n, height, width, &e, o, error);
+    }
   int hc, hh, hw;
   ddim_unet_hspace_shape (unet, height, width, &hc, &hh, &hw);
   g_autofree float *dh = g_new (float, (gsize) hc * hh * hw);
