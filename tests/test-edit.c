@@ -658,6 +658,19 @@ test_pca_directions (void)
 
 /* ---- supervised directions ---------------------------------------------- */
 
+/* @n latents of @xs values, N(@shift, 1) from @seed: two such sets with
+ * different shifts are the synthetic classes the fitting tests separate
+ * (g_free). */
+static float *
+shifted_latents (guint64 seed, int n, gsize xs, float shift)
+{
+  float *l = g_new (float, n * xs);
+  ddim_randn (seed, l, n * xs);
+  for (gsize i = 0; i < n * xs; i++)
+    l[i] += shift;
+  return l;
+}
+
 static void
 test_fit (void)
 {
@@ -697,11 +710,8 @@ test_fit (void)
   DdimFitOptions ol = o;
   ol.latents = TRUE;
   ol.t_min = ol.t_max = 900;
-  g_autofree float *lp = g_new (float, np * xs), *ln = g_new (float, nn * xs);
-  ddim_randn (50, lp, np * xs);
-  ddim_randn (51, ln, nn * xs);
-  for (gsize i = 0; i < np * xs; i++)
-    lp[i] += 0.3f;
+  g_autofree float *lp = shifted_latents (50, np, xs, 0.3f);
+  g_autofree float *ln = shifted_latents (51, nn, xs, 0);
   g_autoptr (DdimDirection) dl = ddim_fit_direction (m->unet, m->schedule, "shifted", lp, np,
                                                      ln, nn, S, S, &ol, &error);
   g_assert_no_error (error);
@@ -863,11 +873,8 @@ test_per_timestep (void)
   int hc, hh, hw;
   gsize xs = image_size (m), hs = hspace_size (m, &hc, &hh, &hw);
   int np = 3, nn = 4;
-  g_autofree float *lp = g_new (float, np * xs), *ln = g_new (float, nn * xs);
-  ddim_randn (50, lp, np * xs);
-  ddim_randn (51, ln, nn * xs);
-  for (gsize i = 0; i < np * xs; i++)
-    lp[i] += 0.3f;
+  g_autofree float *lp = shifted_latents (50, np, xs, 0.3f);
+  g_autofree float *ln = shifted_latents (51, nn, xs, 0);
   DdimFitOptions o;
   ddim_fit_options_init (&o, m->schedule);
   o.run.steps = STEPS;
