@@ -237,7 +237,9 @@ test_eval_inversion (void)
   g_assert_true (g_regex_match_simple ("^optimize +2 ", r.out, G_REGEX_MULTILINE, 0));
   cli_run_clear (&r);
 
-  const char *const bad[][2] = { { "--lr", "0" }, { "--lr", "nan" }, { "--iters", "-1" } };
+  /* -1 too: it was once the "not given" mark, silently replaced by the default. */
+  const char *const bad[][2] = { { "--lr", "0" }, { "--lr", "nan" }, { "--lr", "-1" },
+                                 { "--iters", "-1" } };
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
     {
       run_ddim (&r, variant, (const char *[]){ "eval-inversion", image, "--methods", "optimize",
@@ -249,7 +251,8 @@ test_eval_inversion (void)
   /* `invert` refuses them too, rather than falling back to its defaults. */
   g_autofree char *latent = g_build_filename (dir, "latent.safetensors", NULL);
   const char *const bad_invert[][2] = { { "--lr", "-0.5" }, { "--prior", "nan" },
-                                        { "--iters", "-3" } };
+                                        { "--iters", "-3" }, { "--lr", "-1" },
+                                        { "--prior", "-1" }, { "--iters", "-1" } };
   for (gsize i = 0; i < G_N_ELEMENTS (bad_invert); i++)
     {
       run_ddim (&r, variant, (const char *[]){ "invert", image, "-o", latent, "--method",

@@ -158,7 +158,10 @@ cli_cmd_eval_inversion (int argc, char **argv)
   g_autofree char *eps_at_str = NULL;
   g_autofree char *data = NULL, *encoder_dir = NULL, *save_dir = NULL;
   int max_images = 0, iters = 50;
-  double lr = -1;
+  DdimOptimizeOptions optimize_defaults;
+  ddim_optimize_options_init (&optimize_defaults);
+  /* Options start at the library's default, so any value given is checked. */
+  double lr = optimize_defaults.learning_rate;
   GOptionEntry entries[] = {
     { "methods", 0, 0, G_OPTION_ARG_STRING, &methods_str,
       "Comma-separated methods (default ddim,fixed-point,edict,bdia; also optimize, hybrid "
@@ -209,7 +212,7 @@ cli_cmd_eval_inversion (int argc, char **argv)
     return cli_usage_error (CMD, "give IMAGES or --data, not both");
   if (!cli_check_range (CMD, "--iters", iters, 0, 1000000, &rc))
     return rc;
-  if (lr != -1 && !(lr > 0))
+  if (!(lr > 0))
     return cli_usage_error (CMD, "--lr must be > 0");
   if (!cli_check_range (CMD, "--max-images", max_images, 0, G_MAXINT, &rc))
     return rc;
@@ -271,8 +274,7 @@ cli_cmd_eval_inversion (int argc, char **argv)
   ddim_exact_options_init (&exact);
   ddim_optimize_options_init (&optimize);
   optimize.iterations = iters;
-  if (lr >= 0)
-    optimize.learning_rate = lr;
+  optimize.learning_rate = lr;
   optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
   exact.optimize = &optimize;
   exact.encoder = encoder;

@@ -155,8 +155,13 @@ cli_cmd_invert (int argc, char **argv)
   g_autofree char *method_str = NULL;
   g_autofree char *init_str = NULL;
   g_autofree char *encoder_dir = NULL;
-  int steps = -1, iters = -1;
-  double lr = -1, prior = -1, edict_p = DDIM_EDICT_P_DEFAULT, bdia_gamma = DDIM_BDIA_GAMMA_DEFAULT;
+  int steps = -1;
+  double edict_p = DDIM_EDICT_P_DEFAULT, bdia_gamma = DDIM_BDIA_GAMMA_DEFAULT;
+  /* --iters, --lr and --prior write into it: they start at the library's
+   * defaults, so any value given is checked below. */
+  DdimOptimizeOptions optimize;
+  ddim_optimize_options_init (&optimize);
+  optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
   gboolean native = FALSE, quiet = FALSE;
   DdimRunOptions defaults;
   ddim_run_options_init (&defaults, NULL);
@@ -182,11 +187,11 @@ cli_cmd_invert (int argc, char **argv)
       "METHOD" },
     { "encoder", 0, 0, G_OPTION_ARG_FILENAME, &encoder_dir,
       "encoder/hybrid: the encoder folder (default MODEL/encoder when it exists)", "DIR" },
-    { "iters", 0, 0, G_OPTION_ARG_INT, &iters,
+    { "iters", 0, 0, G_OPTION_ARG_INT, &optimize.iterations,
       "optimize/hybrid: iterations (default 100)", "N" },
-    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "optimize/hybrid: Adam step size (default 0.01)",
-      "LR" },
-    { "prior", 0, 0, G_OPTION_ARG_DOUBLE, &prior,
+    { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &optimize.learning_rate,
+      "optimize/hybrid: Adam step size (default 0.01)", "LR" },
+    { "prior", 0, 0, G_OPTION_ARG_DOUBLE, &optimize.prior_weight,
       "optimize/hybrid: weight of the Gaussian-shell prior on the latent (default 0.01)", "W" },
     { "init", 0, 0, G_OPTION_ARG_STRING, &init_str,
       "optimize: start from zero or noise (default noise)", "zero|noise" },
@@ -242,13 +247,10 @@ cli_cmd_invert (int argc, char **argv)
   }
   DdimInversionMethod method = DDIM_METHOD_DDIM;
   DdimExactOptions exact;
-  DdimOptimizeOptions optimize;
   ddim_exact_options_init (&exact);
-  ddim_optimize_options_init (&optimize);
   exact.edict_p = edict_p;
   exact.bdia_gamma = bdia_gamma;
   exact.optimize = &optimize;
-  optimize.init = DDIM_OPTIMIZE_INIT_NOISE;
   {
     g_autoptr (GError) e = NULL;
     if (method_str && !ddim_inversion_method_from_string (method_str, &method, &e))
@@ -256,14 +258,6 @@ cli_cmd_invert (int argc, char **argv)
     if (!ddim_exact_options_check (&exact, &e))
       return cli_usage_error (CMD, "%s", e->message);
   }
-  /* -1: not given. Anything else given is taken, and checked below (a
-   * negative or NaN value is refused, not ignored). */
-  if (iters != -1)
-    optimize.iterations = iters;
-  if (lr != -1)
-    optimize.learning_rate = lr;
-  if (prior != -1)
-    optimize.prior_weight = prior;
   if (init_str)
     {
       if (g_str_equal (init_str, "zero"))
