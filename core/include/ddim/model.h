@@ -8,8 +8,24 @@
 
 G_BEGIN_DECLS
 
+/* Where a model folder comes from (docs/torch-checkpoints-notes.md). */
+typedef enum {
+  DDIM_MODEL_FAMILY_DIFFUSERS,    /* config.json + diffusion_pytorch_model.{safetensors,bin} */
+  DDIM_MODEL_FAMILY_ERMONGROUP,   /* *.ckpt / *.pth + config.yml (ermongroup, pesser, SDEdit) */
+  DDIM_MODEL_FAMILY_ADM           /* *.pt + model_flags.txt (openai/guided-diffusion) */
+} DdimModelFamily;
+
+typedef enum {
+  DDIM_WEIGHTS_SAFETENSORS,
+  DDIM_WEIGHTS_TORCH_ZIP,         /* torch.save, torch >= 1.6 */
+  DDIM_WEIGHTS_TORCH_LEGACY       /* torch.save, pre-1.6 format */
+} DdimWeightsFormat;
+
 typedef struct {
   char         *path;             /* the folder */
+  DdimModelFamily   family;
+  DdimWeightsFormat weights_format;
+  char         *weights_path;     /* the weights file (the first shard when sharded) */
   DdimUNet     *unet;
   DdimSchedule *schedule;
   char         *weights_sha256;   /* hex SHA-256 of the weights file */
@@ -22,6 +38,16 @@ typedef struct {
  * FOLDER/scheduler_config.json, else DDPM's defaults). */
 DdimModel *ddim_model_load (const char *folder, GError **error);
 void       ddim_model_free (DdimModel *model);
+
+/* Reads only the architecture and the schedule of a model folder of any
+ * family (no weights); @schedule and @family may be NULL. */
+gboolean   ddim_model_load_config (const char *folder, DdimUNetConfig *config,
+                                   DdimSchedule **schedule, DdimModelFamily *family,
+                                   GError **error);
+
+/* "diffusers", "ermongroup", "adm" / "safetensors", "torch-zip", "torch-legacy". */
+const char *ddim_model_family_name (DdimModelFamily family);
+const char *ddim_weights_format_name (DdimWeightsFormat format);
 
 /* Hex SHA-256 of a file's contents (streamed). */
 char      *ddim_file_sha256 (const char *path, GError **error);
