@@ -530,6 +530,57 @@ test_legacy_synthetic (void)
     }
 }
 
+/* A legacy object pickle: {"v": tensor(offset 1, size 3) over a pre-1.0
+ * view (vk, @view_offset, @view_size) of storage '7' (6 floats)}. */
+static GBytes *
+legacy_view_file (gint64 view_offset, gint64 view_size)
+{
+  Pk *pk = pk_new ();
+  pk_byte (pk, '}');
+  pk_str (pk, "v");
+  pk_global (pk, "torch._utils", "_rebuild_tensor_v2");
+  pk_byte (pk, '(');
+  pk_byte (pk, '(');
+  pk_str (pk, "storage");
+  pk_global (pk, "torch", "FloatStorage");
+  pk_str (pk, "7");
+  pk_str (pk, "cpu");
+  pk_int (pk, 6);
+  pk_byte (pk, '(');
+  pk_str (pk, "vk");
+  pk_int (pk, view_offset);
+  pk_int (pk, view_size);
+  pk_byte (pk, 't');
+  pk_byte (pk, 't');
+  pk_byte (pk, 'Q');
+  pk_int (pk, 1);
+  pk_int_tuple (pk, 1, (gint64[]) { 3 });
+  pk_int_tuple (pk, 1, (gint64[]) { 1 });
+  pk_byte (pk, 0x89);
+  pk_byte (pk, 'N');
+  pk_byte (pk, 't');
+  pk_byte (pk, 'R');
+  pk_byte (pk, 's');
+  g_autoptr (GBytes) obj = pk_finish (pk);
+  const char *keys[] = { "7" };
+  const gint64 numels[] = { 6 };
+  return make_legacy (obj, keys, 1, numels, 1001);
+}
+
+static void
+test_legacy_views (void)
+{
+  g_autoptr (GBytes) ok = legacy_view_file (2, 4);
+  g_autoptr (DdimTorchFile) tf = load_ok (ok, DDIM_TORCH_SELECT_EMA);
+  const DdimTensorInfo *v = ddim_torch_file_lookup (tf, "v");
+  g_assert_cmpfloat (f32_at (v, 0), ==, 3.0f);
+  g_assert_cmpfloat (f32_at (v, 2), ==, 5.0f);
+  g_autoptr (GBytes) outside = legacy_view_file (4, 4);
+  assert_bad (outside, DDIM_ERROR_FORMAT, "storage view [4, +4) lies outside storage '7'");
+  g_autoptr (GBytes) past = legacy_view_file (2, 3);
+  assert_bad (past, DDIM_ERROR_FORMAT, "reaches past the end of storage '7'");
+}
+
 static void
 test_bad_zip (void)
 {
@@ -927,6 +978,7 @@ main (int argc, char **argv)
   g_test_add_func ("/torch-file/select/keys", test_select_keys);
   g_test_add_func ("/torch-file/select/plain-dict", test_select_plain_dict);
   g_test_add_func ("/torch-file/legacy/synthetic", test_legacy_synthetic);
+  g_test_add_func ("/torch-file/legacy/views", test_legacy_views);
   g_test_add_func ("/torch-file/bad/zip", test_bad_zip);
   g_test_add_func ("/torch-file/bad/archive-contents", test_bad_archive_contents);
   g_test_add_func ("/torch-file/bad/pickle-truncated", test_pickle_truncated);

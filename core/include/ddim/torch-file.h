@@ -26,23 +26,34 @@ typedef enum {
   DDIM_TORCH_FORMAT_LEGACY      /* torch < 1.6, or _use_new_zipfile_serialization=False */
 } DdimTorchFormat;
 
-/* Which state dict to take from a container that holds several. */
+/* Which state dict to take from a container that holds several.
+ *
+ * Unwrapping, at most 4 levels deep: a dict (plain or OrderedDict) with at
+ * least one tensor value is the state dict (whatever other keys it has);
+ * a dict without tensor values is entered under the first of its keys,
+ * in the order below, whose value is a dict, list or tuple; a list or
+ * tuple is entered at the element below. Anything else is a
+ * DDIM_ERROR_FORMAT "no state dict found" error. */
 typedef enum {
-  /* ermongroup's training list [model, optimizer, epoch, step, ema]:
-   * the EMA state dict (its last element); dicts: "ema" before
-   * "state_dict"/"model" */
+  /* lists: the last element if it is a dict with tensor values (the EMA
+   * of ermongroup's training list [model, optimizer, epoch, step, ema]),
+   * else element 0 (a run saved without EMA); dict keys "ema",
+   * "state_dict", "model" */
   DDIM_TORCH_SELECT_EMA,
-  /* the model's own weights: list element 0, "state_dict"/"model" before "ema" */
+  /* the model's own weights: lists: element 0; dict keys "state_dict",
+   * "model", "ema" */
   DDIM_TORCH_SELECT_MODEL
 } DdimTorchSelect;
 
 typedef struct _DdimTorchFile DdimTorchFile;
 
-/* Opens @path, reads the pickled object, unwraps the container (plain
- * state dict; ermongroup's list; dicts under "state_dict"/"model"/"ema";
- * the "module." prefix is stripped from every key) and keeps the tensors
- * (F32, F16, BF16; F64 converted to F32; integer tensors and non-tensor
- * values are dropped). Errors: DDIM_ERROR_IO (cannot read),
+/* Opens @path, reads the pickled object, unwraps the container (see
+ * DdimTorchSelect; one leading "module." is stripped from every key) and
+ * keeps the tensors: F32, F16 and BF16 as stored; F64 converted to F32
+ * (the entry then says F32); integer/bool tensors, non-string keys and
+ * non-tensor values are dropped; two tensors with one name (after
+ * stripping) are an error, and so is a state dict without any kept tensor.
+ * Zero-element tensors are kept (n_bytes 0). Errors: DDIM_ERROR_IO (cannot read),
  * DDIM_ERROR_FORMAT (malformed, truncated, hostile: the message says what
  * and where), DDIM_ERROR_UNSUPPORTED (TorchScript archive, a dtype or
  * global that state dicts do not use). */
@@ -54,7 +65,11 @@ void           ddim_torch_file_free (DdimTorchFile *file);
 
 DdimTorchFormat ddim_torch_file_get_format (DdimTorchFile *file);
 /* Tensors in the order the state dict lists them. Entries are borrowed from
- * @file and stay valid until it is freed; their data is little-endian. */
+ * @file and stay valid until it is freed; their data is little-endian and
+ * unaligned: contiguous F32/F16/BF16 tensors point into the file's
+ * mapping (several may share bytes), non-contiguous views and F64 tensors
+ * point to row-major copies @file owns (never more copied bytes in all
+ * than the file has). */
 guint                 ddim_torch_file_get_n_tensors (DdimTorchFile *file);
 const DdimTensorInfo *ddim_torch_file_get_info_nth (DdimTorchFile *file, guint index);
 /* NULL if there is no tensor of that name (after unwrapping). */
