@@ -240,15 +240,6 @@ has_tensor_values (const DdimPickleValue *dict)
   return FALSE;
 }
 
-static const DdimPickleValue *
-dict_get (const DdimPickleValue *dict, const char *key)
-{
-  for (guint i = 0; i + 1 < dict->u.seq.n; i += 2)
-    if (dict->u.seq.items[i]->kind == DDIM_PV_STR && strcmp (dict->u.seq.items[i]->u.str.s, key) == 0)
-      return dict->u.seq.items[i + 1];
-  return NULL;
-}
-
 /* Finds the state dict: a dict with tensor values, possibly inside
  * ermongroup's training list or under "ema"/"state_dict"/"model". Looks at
  * most UNWRAP_LIMIT levels deep (cycles in the pickle cannot loop). */
@@ -267,7 +258,7 @@ select_state_dict (const DdimPickleValue *obj, DdimTorchSelect select, GError **
             return obj;
           for (int k = 0; k < 3 && next == NULL; k++)
             {
-              const DdimPickleValue *v = dict_get (obj, keys[k]);
+              const DdimPickleValue *v = ddim_pickle_dict_get (obj, keys[k]);
               if (v != NULL && (v->kind == DDIM_PV_DICT || v->kind == DDIM_PV_LIST
                                 || v->kind == DDIM_PV_TUPLE))
                 next = v;

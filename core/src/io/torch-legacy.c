@@ -18,15 +18,6 @@ fail (GError **error, const char *format, ...)
   return FALSE;
 }
 
-static const DdimPickleValue *
-dict_get (const DdimPickleValue *dict, const char *key)
-{
-  for (guint i = 0; i + 1 < dict->u.seq.n; i += 2)
-    if (dict->u.seq.items[i]->kind == DDIM_PV_STR && strcmp (dict->u.seq.items[i]->u.str.s, key) == 0)
-      return dict->u.seq.items[i + 1];
-  return NULL;
-}
-
 /* The element type of each storage key, from the object pickle's
  * persistent ids: key (borrowed) -> the first DDIM_PV_STORAGE value. */
 static GHashTable *
@@ -86,7 +77,7 @@ ddim_torch_legacy_read (const guint8 *data, gsize length, GHashTable **records, 
   v = ddim_pickle_get_root (sys_info);
   if (v->kind != DDIM_PV_DICT)
     return fail (error, "sys_info is a %s, not a dict", ddim_pickle_value_kind_name (v)), NULL;
-  const DdimPickleValue *little = dict_get (v, "little_endian");
+  const DdimPickleValue *little = ddim_pickle_dict_get (v, "little_endian");
   if (little != NULL && little->kind == DDIM_PV_BOOL && !little->u.b)
     {
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,

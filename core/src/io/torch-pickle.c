@@ -144,6 +144,19 @@ ddim_pickle_get_value (DdimPickle *pickle, guint index)
   return g_ptr_array_index (pickle->values, index);
 }
 
+const DdimPickleValue *
+ddim_pickle_dict_get (const DdimPickleValue *dict, const char *key)
+{
+  g_return_val_if_fail (dict != NULL && dict->kind == DDIM_PV_DICT && key != NULL, NULL);
+  for (guint i = 0; i + 1 < dict->u.seq.n; i += 2)
+    {
+      const DdimPickleValue *k = dict->u.seq.items[i];
+      if (k->kind == DDIM_PV_STR && strcmp (k->u.str.s, key) == 0)
+        return dict->u.seq.items[i + 1];
+    }
+  return NULL;
+}
+
 const char *
 ddim_pickle_value_kind_name (const DdimPickleValue *value)
 {
@@ -250,7 +263,8 @@ read_line (Parser *p, const char **out, gsize *len, GError **error)
   const guint8 *start = p->data + p->pos;
   const guint8 *nl = memchr (start, '\n', limit);
   if (nl == NULL)
-    return fail (p, error, "GLOBAL name not terminated within %u bytes (truncated?)", GLOBAL_NAME_LIMIT);
+    return fail (p, error, "GLOBAL name not terminated within %u bytes (truncated?)",
+                 GLOBAL_NAME_LIMIT);
   *out = (const char *) start;
   *len = (gsize) (nl - start);
   p->pos += *len + 1;
@@ -401,9 +415,9 @@ persistent_load (Parser *p, DdimPickleValue *pid, GError **error)
       || strchr (it[2]->u.str.s, '/') != NULL || strlen (it[2]->u.str.s) != it[2]->u.str.len)
     return fail (p, error, "storage key is not a short name");
   if (it[3]->kind != DDIM_PV_STR)
-    return fail (p, error, "storage location is a %s, not a str", ddim_pickle_value_kind_name (it[3]));
+    return fail (p, error, "storage location is a %s, not a str",
+                 ddim_pickle_value_kind_name (it[3]));
   gint64 numel;
-  gsize elsize = ddim_dtype_size (type->dtype);
   if (!get_int (it[4], &numel) || numel < 0 || numel > G_MAXINT64 / 16)
     return fail (p, error, "storage '%s' has a bad element count", it[2]->u.str.s);
   DdimPickleValue *v = new_value (p, DDIM_PV_STORAGE, 0);
@@ -412,7 +426,6 @@ persistent_load (Parser *p, DdimPickleValue *pid, GError **error)
   v->u.storage.numel = numel;
   v->u.storage.view_offset = 0;
   v->u.storage.view_numel = numel;
-  (void) elsize;
   if (want == 6 && it[5]->kind != DDIM_PV_NONE)
     {
       /* Pre-1.0 storage views: (view_key, offset, size) in elements. */
@@ -555,7 +568,8 @@ reduce (Parser *p, const DdimPickleValue *callable, DdimPickleValue *args, gbool
         return fail (p, error, "%s takes %u arguments, got %u", g->name,
                      g->kind == G_REBUILD_PARAMETER ? 3u : 4u, n);
       if (a[0]->kind != DDIM_PV_TENSOR)
-        return fail (p, error, "Parameter of a %s, not a tensor", ddim_pickle_value_kind_name (a[0]));
+        return fail (p, error, "Parameter of a %s, not a tensor",
+                     ddim_pickle_value_kind_name (a[0]));
       *out = a[0];
       return TRUE;
     case G_REBUILD_FROM_TYPE_V2:
@@ -571,7 +585,8 @@ reduce (Parser *p, const DdimPickleValue *callable, DdimPickleValue *args, gbool
         if (func == NULL || (func->kind != G_REBUILD_TENSOR_V2 && func->kind != G_REBUILD_TENSOR_V3
                              && func->kind != G_REBUILD_TENSOR && func->kind != G_REBUILD_PARAMETER
                              && func->kind != G_REBUILD_PARAMETER_STATE))
-          return refuse (p, error, "_rebuild_from_type_v2 of something other than a tensor rebuild");
+          return refuse (p, error,
+                         "_rebuild_from_type_v2 of something other than a tensor rebuild");
         return reduce (p, a[0], a[2], TRUE, out, error);
       }
     case G_SIZE:

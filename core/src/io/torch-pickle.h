@@ -103,6 +103,10 @@ const DdimPickleValue *ddim_pickle_get_root (DdimPickle *pickle);
 guint                  ddim_pickle_get_n_values (DdimPickle *pickle);
 const DdimPickleValue *ddim_pickle_get_value (DdimPickle *pickle, guint index);
 
+/* The value of the str key @key in the DDIM_PV_DICT @dict (first match),
+ * or NULL. Borrowed. */
+const DdimPickleValue *ddim_pickle_dict_get (const DdimPickleValue *dict, const char *key);
+
 /* Human-readable kind of a value, for messages ("dict", "tensor"...). */
 const char *ddim_pickle_value_kind_name (const DdimPickleValue *value);
 
