@@ -863,10 +863,10 @@ test_bad_pickles (void)
   g_autoptr (GBytes) m = pk_finish (marks);
   assert_bad_pickle (m, DDIM_ERROR_FORMAT, "more than 4096 nested MARKs");
   Pk *deep = pk_new ();
-  for (int i = 0; i < (1 << 20) + 1; i++)
+  for (int i = 0; i < (1 << 18) + 1; i++)
     pk_byte (deep, 'N');
   g_autoptr (GBytes) dp = pk_finish (deep);
-  assert_bad_pickle (dp, DDIM_ERROR_FORMAT, "stack deeper than");
+  assert_bad_pickle (dp, DDIM_ERROR_FORMAT, "stack deeper than 262144 entries");
   /* 200000 nested lists: parsed without recursion, then no state dict */
   Pk *nest = pk_new ();
   pk_byte (nest, ']');
@@ -874,6 +874,13 @@ test_bad_pickles (void)
     pk_byte (nest, ']'), pk_byte (nest, 'a');
   g_autoptr (GBytes) ne = pk_finish (nest);
   assert_bad_pickle (ne, DDIM_ERROR_FORMAT, "no state dict found");
+  /* 2^20 Nones appended to a list: the stack stays small, the objects not */
+  Pk *many = pk_new ();
+  pk_byte (many, ']');
+  for (int i = 0; i < (1 << 20); i++)
+    pk_byte (many, 'N'), pk_byte (many, 'a');
+  g_autoptr (GBytes) ma = pk_finish (many);
+  assert_bad_pickle (ma, DDIM_ERROR_FORMAT, "pickle builds more than 1048576 objects");
   /* a list containing itself */
   BAD_PICKLE ("]q\x00h\x00" "a", DDIM_ERROR_FORMAT, "no state dict found");
 

@@ -14,10 +14,14 @@
 
 /* Caps; each also bounded by the input length, since every stack entry,
  * mark and memo slot costs at least one input byte. */
-#define STACK_LIMIT     (1u << 20)
+#define STACK_LIMIT     (1u << 18)
 #define MARK_LIMIT      4096u
 #define MEMO_LIMIT      (1u << 24)
 #define CONTAINER_LIMIT (1u << 26)
+/* Objects in one pickle: a one-byte opcode can create a ~200-byte value,
+ * so this bounds memory where the input length does not. A state dict
+ * needs about 25 per tensor. */
+#define VALUE_LIMIT     (1u << 20)
 #define KEY_LIMIT       256u
 #define GLOBAL_NAME_LIMIT 256u
 
@@ -646,6 +650,8 @@ step (Parser *p, gboolean *stop, GError **error)
   p->op_pos = p->pos;
   if (p->pos >= p->length)
     return fail (p, error, "pickle ends without STOP (truncated?)");
+  if (p->pickle->values->len >= VALUE_LIMIT)
+    return fail (p, error, "pickle builds more than %u objects", VALUE_LIMIT);
   guint8 op = p->data[p->pos++];
   switch (op)
     {
