@@ -92,6 +92,7 @@ add_resnet (Builder *b, DdimResnetLayer *r, const char *prefix, int cin, int cou
   r->cin = cin;
   r->cout = cout;
   r->output_scale = scale;
+  r->resample = DDIM_RESNET_SAME;
   add_norm (b, &r->norm1, n1, cin, c->norm_num_groups);
   add_conv (b, &r->conv1, c1, cout, cin, 3);
   add_linear (b, &r->temb_proj, tp, c->scale_shift ? 2 * cout : cout, temb);
@@ -103,7 +104,7 @@ add_resnet (Builder *b, DdimResnetLayer *r, const char *prefix, int cin, int cou
 
 static void
 add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channels,
-               int norm_groups)
+               int norm_groups, gboolean up)
 {
   const DdimUNetConfig *c = &b->unet->config;
   g_autofree char *gn = g_strconcat (prefix, ".group_norm", NULL);
@@ -112,7 +113,9 @@ add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channe
   g_autofree char *v = g_strconcat (prefix, ".to_v", NULL);
   g_autofree char *o = g_strconcat (prefix, ".to_out.0", NULL);
   a->channels = channels;
-  a->heads = c->attention_head_dim > 0 ? channels / c->attention_head_dim : 1;
+  int fixed = up && c->attention_heads_up > 0 ? c->attention_heads_up : c->attention_heads;
+  a->heads = fixed > 0 ? fixed
+             : c->attention_head_dim > 0 ? channels / c->attention_head_dim : 1;
   a->has_norm = norm_groups > 0;
   if (a->has_norm)
     add_norm (b, &a->norm, gn, channels, norm_groups);
@@ -120,6 +123,33 @@ add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channe
   add_linear (b, &a->k, k, channels, channels);
   add_linear (b, &a->v, v, channels, channels);
   add_linear (b, &a->o, o, channels, channels);
+}
+
+/* A block's downsampler / upsampler: "downsamplers.0.conv" (conv),
+ * nothing (pooling), or a resnet named "downsamplers.0" (diffusers'
+ * ResnetBlock2D with down / up). */
+static void
+add_resampler (Builder *b, DdimBlock *blk, const char *blocks, int i, gboolean down)
+{
+  const DdimUNetConfig *c = &b->unet->config;
+  DdimResampleType type = down ? c->downsample_type : c->upsample_type;
+  const char *part = down ? "downsamplers" : "upsamplers";
+  int ch = blk->channels;
+  if (type == DDIM_RESAMPLE_RESNET)
+    {
+      g_autofree char *rp = g_strdup_printf ("%s.%d.%s.0", blocks, i, part);
+      blk->resample_kind = DDIM_RESAMPLER_RESNET;
+      add_resnet (b, &blk->resample_resnet, rp, ch, ch, 1.f);
+      blk->resample_resnet.resample = down ? DDIM_RESNET_DOWN : DDIM_RESNET_UP;
+    }
+  else if (!c->resample_with_conv)
+    blk->resample_kind = DDIM_RESAMPLER_POOL;
+  else
+    {
+      g_autofree char *cp = g_strdup_printf ("%s.%d.%s.0.conv", blocks, i, part);
+      blk->resample_kind = DDIM_RESAMPLER_CONV;
+      add_conv (b, &blk->resample, cp, ch, ch, 3);
+    }
 }
 
 static void
@@ -151,15 +181,12 @@ build_table (Builder *b)
           if (blk->has_attention)
             {
               g_autofree char *ap = g_strdup_printf ("down_blocks.%d.attentions.%d", i, j);
-              add_attention (b, &blk->attentions[j], ap, out_ch, c->norm_num_groups);
+              add_attention (b, &blk->attentions[j], ap, out_ch, c->norm_num_groups, FALSE);
             }
         }
       blk->has_resample = i < L - 1;
       if (blk->has_resample)
-        {
-          g_autofree char *dp = g_strdup_printf ("down_blocks.%d.downsamplers.0.conv", i);
-          add_conv (b, &blk->resample, dp, out_ch, out_ch, 3);
-        }
+        add_resampler (b, blk, "down_blocks", i, TRUE);
     }
 
   int mid = boc[L - 1];
@@ -172,7 +199,7 @@ build_table (Builder *b)
        * norm_num_groups with the default time shift and none otherwise. */
       int groups = c->attn_norm_num_groups > 0 ? c->attn_norm_num_groups
                    : (c->scale_shift ? 0 : c->norm_num_groups);
-      add_attention (b, &u->mid_attention, "mid_block.attentions.0", mid, groups);
+      add_attention (b, &u->mid_attention, "mid_block.attentions.0", mid, groups, FALSE);
     }
   add_resnet (b, &u->mid_resnets[1], "mid_block.resnets.1", mid, mid,
               (float) c->mid_block_scale_factor);
@@ -195,20 +222,21 @@ build_table (Builder *b)
           if (blk->has_attention)
             {
               g_autofree char *ap = g_strdup_printf ("up_blocks.%d.attentions.%d", i, j);
-              add_attention (b, &blk->attentions[j], ap, out, c->norm_num_groups);
+              add_attention (b, &blk->attentions[j], ap, out, c->norm_num_groups, TRUE);
             }
         }
       blk->has_resample = i < L - 1;
       if (blk->has_resample)
-        {
-          g_autofree char *up = g_strdup_printf ("up_blocks.%d.upsamplers.0.conv", i);
-          add_conv (b, &blk->resample, up, out, out, 3);
-        }
+        add_resampler (b, blk, "up_blocks", i, FALSE);
       prev_out = out;
     }
 
   add_norm (b, &u->norm_out, "conv_norm_out", boc[0], c->norm_num_groups);
-  add_conv (b, &u->conv_out, "conv_out", c->out_channels, boc[0], 3);
+  /* With a learned variance the table holds all 2 * out_channels rows
+   * (eps first) but only the eps rows, the first, are computed. */
+  add_conv (b, &u->conv_out, "conv_out", c->learned_sigma ? 2 * c->out_channels : c->out_channels,
+            boc[0], 3);
+  u->conv_out.cout = c->out_channels;
 }
 
 static void
