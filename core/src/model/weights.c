@@ -5,6 +5,7 @@
 
 #include "ddim/error.h"
 #include "ddim/safetensors.h"
+#include "model/family-private.h"
 #include "model/unet-private.h"
 
 /* Table building runs the same code twice: the first pass (params == NULL)
@@ -285,79 +286,16 @@ ddim_unet_free (DdimUNet *u)
   g_free (u);
 }
 
-/* The name a tensor has in old checkpoints (attention keys before diffusers
- * 0.14), or NULL if the scheme is the same. */
-static char *
-old_attention_name (const char *name)
-{
-  static const char *map[][2] = {
-    { ".to_q.", ".query." }, { ".to_k.", ".key." },
-    { ".to_v.", ".value." }, { ".to_out.0.", ".proj_attn." },
-  };
-  for (guint i = 0; i < G_N_ELEMENTS (map); i++)
-    {
-      const char *hit = strstr (name, map[i][0]);
-      if (hit)
-        {
-          g_autofree char *head = g_strndup (name, hit - name);
-          return g_strconcat (head, map[i][1], hit + strlen (map[i][0]), NULL);
-        }
-    }
-  return NULL;
-}
-
 DdimUNet *
 ddim_unet_new_from_safetensors (const DdimUNetConfig *config, const char *weights_path,
                                 GError **error)
 {
-  g_autoptr (DdimSafetensors) st = ddim_safetensors_open (weights_path, error);
-  if (st == NULL)
+  g_autoptr (DdimWeightSource) src = ddim_weight_source_open (weights_path, FALSE, NULL, error);
+  if (src == NULL)
     return NULL;
-  g_autoptr (DdimUNet) u = ddim_unet_alloc (config);
   g_autofree char *base = g_path_get_basename (weights_path);
-
-  for (guint i = 0; i < u->entries->len; i++)
-    {
-      DdimParamEntry *e = &g_array_index (u->entries, DdimParamEntry, i);
-      const DdimTensorInfo *info = ddim_safetensors_lookup (st, e->name);
-      if (info == NULL)
-        {
-          g_autofree char *old = old_attention_name (e->name);
-          if (old)
-            info = ddim_safetensors_lookup (st, old);
-        }
-      if (info == NULL)
-        {
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
-                       "%s: missing tensor '%s' required by config.json", base, e->name);
-          return NULL;
-        }
-      gboolean same = info->ndim == e->ndim;
-      for (int d = 0; same && d < e->ndim; d++)
-        same = info->shape[d] == e->shape[d];
-      /* Old checkpoints may store 1x1 projections as [out, in, 1, 1]. */
-      if (!same && e->ndim == 2 && info->ndim == 4 && info->shape[0] == e->shape[0]
-          && info->shape[1] == e->shape[1] && info->shape[2] == 1 && info->shape[3] == 1)
-        same = TRUE;
-      if (!same)
-        {
-          g_autoptr (GString) want = g_string_new ("[");
-          g_autoptr (GString) got = g_string_new ("[");
-          for (int d = 0; d < e->ndim; d++)
-            g_string_append_printf (want, "%s%" G_GINT64_FORMAT, d ? ", " : "", e->shape[d]);
-          for (int d = 0; d < info->ndim; d++)
-            g_string_append_printf (got, "%s%" G_GINT64_FORMAT, d ? ", " : "", info->shape[d]);
-          g_string_append_c (want, ']');
-          g_string_append_c (got, ']');
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
-                       "%s: tensor '%s' has shape %s, config.json implies %s",
-                       base, info->name, got->str, want->str);
-          return NULL;
-        }
-      if (!ddim_tensor_info_to_f32 (info, u->params + e->offset, error))
-        return NULL;
-    }
-  return g_steal_pointer (&u);
+  DdimCheckpointLayout layout = { DDIM_MODEL_FAMILY_DIFFUSERS, FALSE, FALSE };
+  return ddim_unet_new_from_source (config, src, &layout, base, error);
 }
 
 /* splitmix64: a tiny deterministic generator for random initialisation. */
