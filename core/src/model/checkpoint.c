@@ -1,16 +1,18 @@
-/* Weights from any family's checkpoint: a lookup over safetensors files
- * (single, or shards listed by an index json), then each UNet2DModel
+/* Weights from any family's checkpoint: a lookup over safetensors and
+ * torch.save files (single, or shards listed by an index json), then each UNet2DModel
  * parameter taken from its family's key (family-*.c), with fused qkv
  * tensors split into q, k and v. */
 #include <json-glib/json-glib.h>
 #include <string.h>
 
 #include "ddim/error.h"
+#include "ddim/torch-file.h"
 #include "model/family-private.h"
 #include "model/unet-private.h"
 
 typedef struct {
-  DdimSafetensors *st;
+  DdimSafetensors *st;      /* one of these two */
+  DdimTorchFile   *torch;
   char            *path;
 } Shard;
 
@@ -24,6 +26,7 @@ shard_free (gpointer p)
 {
   Shard *s = p;
   ddim_safetensors_free (s->st);
+  ddim_torch_file_free (s->torch);
   g_free (s->path);
   g_free (s);
 }
@@ -43,7 +46,6 @@ ddim_weight_source_free (DdimWeightSource *src)
 static Shard *
 open_file (const char *path, gboolean use_ema, DdimWeightsFormat *format, GError **error)
 {
-  (void) use_ema;
   g_autoptr (GError) local = NULL;
   g_autoptr (GFile) file = g_file_new_for_path (path);
   g_autoptr (GFileInputStream) in = g_file_read (file, NULL, &local);
@@ -52,7 +54,7 @@ open_file (const char *path, gboolean use_ema, DdimWeightsFormat *format, GError
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot read %s: %s", path, local->message);
       return NULL;
     }
-  guint8 head[16] = { 0 };
+  guint8 head[64] = { 0 };
   gsize got = 0;
   if (!g_input_stream_read_all (G_INPUT_STREAM (in), head, sizeof head, &got, NULL, &local))
     {
@@ -60,22 +62,26 @@ open_file (const char *path, gboolean use_ema, DdimWeightsFormat *format, GError
       return NULL;
     }
   g_input_stream_close (G_INPUT_STREAM (in), NULL, NULL);
-  gboolean torch = (got >= 4 && memcmp (head, "PK\003\004", 4) == 0)
-                   || (got >= 2 && head[0] == 0x80 && head[1] == 0x02);
-  if (torch)
+  Shard *s = g_new0 (Shard, 1);
+  s->path = g_strdup (path);
+  if (ddim_torch_file_sniff (head, got))
     {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                   "%s is a torch.save file; this build reads safetensors only", path);
-      return NULL;
+      /* ermongroup's training list holds the model and its EMA; its
+       * sampler takes the EMA when config.yml says model.ema. */
+      s->torch = ddim_torch_file_open (path, use_ema ? DDIM_TORCH_SELECT_EMA
+                                                     : DDIM_TORCH_SELECT_MODEL, error);
+      if (s->torch == NULL)
+        return shard_free (s), NULL;
+      if (format)
+        *format = ddim_torch_file_get_format (s->torch) == DDIM_TORCH_FORMAT_ZIP
+                  ? DDIM_WEIGHTS_TORCH_ZIP : DDIM_WEIGHTS_TORCH_LEGACY;
+      return s;
     }
-  DdimSafetensors *st = ddim_safetensors_open (path, error);
-  if (st == NULL)
-    return NULL;
+  s->st = ddim_safetensors_open (path, error);
+  if (s->st == NULL)
+    return shard_free (s), NULL;
   if (format)
     *format = DDIM_WEIGHTS_SAFETENSORS;
-  Shard *s = g_new0 (Shard, 1);
-  s->st = st;
-  s->path = g_strdup (path);
   return s;
 }
 
@@ -169,7 +175,7 @@ ddim_weight_source_open (const char *path, gboolean use_ema, DdimWeightsFormat *
 static const DdimTensorInfo *
 shard_lookup (Shard *s, const char *name)
 {
-  return ddim_safetensors_lookup (s->st, name);
+  return s->torch ? ddim_torch_file_lookup (s->torch, name) : ddim_safetensors_lookup (s->st, name);
 }
 
 const DdimTensorInfo *
@@ -196,10 +202,13 @@ ddim_weight_source_dtype (DdimWeightSource *src)
   for (guint k = 0; k < src->shards->len; k++)
     {
       Shard *s = g_ptr_array_index (src->shards, k);
-      guint n = ddim_safetensors_get_n_tensors (s->st);
+      guint n = s->torch ? ddim_torch_file_get_n_tensors (s->torch)
+                         : ddim_safetensors_get_n_tensors (s->st);
       for (guint i = 0; i < n; i++)
         {
-          const char *d = ddim_dtype_name (ddim_safetensors_get_info_nth (s->st, i)->dtype);
+          const DdimTensorInfo *info = s->torch ? ddim_torch_file_get_info_nth (s->torch, i)
+                                                : ddim_safetensors_get_info_nth (s->st, i);
+          const char *d = ddim_dtype_name (info->dtype);
           if (first == NULL)
             first = d;
           else if (!g_str_equal (first, d))
