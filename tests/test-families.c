@@ -206,6 +206,90 @@ test_bin_twin (void)
   g_assert_cmpmem (a->schedule->alphas_cumprod, 4000, b->schedule->alphas_cumprod, 4000);
 }
 
+static void
+copy_file (const char *from, const char *to)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_assert_true (g_file_get_contents (from, &data, &len, NULL));
+  g_assert_true (g_file_set_contents (to, data, (gssize) len, NULL));
+}
+
+/* Sharded weights (an index json naming each tensor's shard): torch.save
+ * shards, and safetensors shards written here with half the tensors each. */
+static void
+test_sharded (void)
+{
+  const char *root = g_getenv ("DDIM_FIXTURES_DIR");
+  if (root == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  g_autofree char *st_dir = g_build_filename (root, "diffusers", "tiny-cifar", NULL);
+  g_autofree char *bin = g_build_filename (root, "torch", "diffusers-bin", "tiny-cifar-bin",
+                                           "diffusion_pytorch_model.bin", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimModel) ref = ddim_model_load (st_dir, &error);
+  g_assert_no_error (error);
+  DdimUNet *u = ref->unet;
+  guint nt = ddim_unet_get_n_tensors (u);
+  for (int kind = 0; kind < 2; kind++)
+    {
+      g_autofree char *dir = g_dir_make_tmp ("ddim-shards-XXXXXX", &error);
+      g_assert_no_error (error);
+      g_autofree char *cfg_from = g_build_filename (st_dir, "config.json", NULL);
+      g_autofree char *cfg_to = g_build_filename (dir, "config.json", NULL);
+      copy_file (cfg_from, cfg_to);
+      const char *ext = kind ? "safetensors" : "bin";
+      g_autofree char *a = g_strdup_printf ("diffusion_pytorch_model-00001-of-00002.%s", ext);
+      g_autofree char *b = g_strdup_printf ("diffusion_pytorch_model-00002-of-00002.%s", ext);
+      g_autofree char *pa = g_build_filename (dir, a, NULL), *pb = g_build_filename (dir, b, NULL);
+      g_autoptr (DdimSafetensorsWriter) wa = ddim_safetensors_writer_new ();
+      g_autoptr (DdimSafetensorsWriter) wb = ddim_safetensors_writer_new ();
+      g_autoptr (GString) index = g_string_new ("{\"metadata\": {}, \"weight_map\": {");
+      for (guint i = 0; i < nt; i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *data;
+          const char *name = ddim_unet_get_tensor (u, i, &ndim, shape, &data);
+          ddim_safetensors_writer_add_f32 (i % 2 ? wb : wa, name, ndim, shape, data);
+          g_string_append_printf (index, "%s\"%s\": \"%s\"", i ? ", " : "", name, i % 2 ? b : a);
+        }
+      g_string_append (index, "}}");
+      if (kind)
+        {
+          g_assert_true (ddim_safetensors_writer_save (wa, pa, &error));
+          g_assert_true (ddim_safetensors_writer_save (wb, pb, &error));
+        }
+      else
+        {
+          /* Both shards hold every tensor; the index decides. */
+          copy_file (bin, pa);
+          copy_file (bin, pb);
+        }
+      g_autofree char *ip = g_strdup_printf ("%s/diffusion_pytorch_model.%s.index.json", dir, ext);
+      g_assert_true (g_file_set_contents (ip, index->str, -1, NULL));
+      g_autoptr (DdimModel) m = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_cmpstr (m->weights_path, ==, pa);
+      g_assert_cmpint (m->weights_format, ==, kind ? DDIM_WEIGHTS_SAFETENSORS : DDIM_WEIGHTS_TORCH_ZIP);
+      gsize np = ddim_unet_get_n_params (u);
+      g_assert_cmpmem (ddim_unet_get_params (m->unet), np * 4, ddim_unet_get_params (u), np * 4);
+      /* A shard the index names but the folder lacks. */
+      g_remove (pb);
+      g_autoptr (DdimModel) bad = ddim_model_load (dir, &error);
+      g_assert_null (bad);
+      g_assert_error (error, DDIM_ERROR, DDIM_ERROR_IO);
+      g_clear_error (&error);
+      g_remove (pa);
+      g_remove (ip);
+      g_remove (cfg_to);
+      g_rmdir (dir);
+    }
+}
+
 /* ---- config parsing -------------------------------------------------- */
 
 static const char *sdedit_yml =
@@ -714,6 +798,7 @@ main (int argc, char **argv)
     }
   g_test_add_func ("/families/adm/reverse", test_adm_reverse);
   g_test_add_func ("/families/diffusers-bin/twin", test_bin_twin);
+  g_test_add_func ("/families/diffusers/sharded", test_sharded);
   g_test_add_func ("/families/ermongroup/parse", test_ermongroup_parse);
   g_test_add_func ("/families/ermongroup/errors", test_ermongroup_errors);
   g_test_add_func ("/families/adm/parse", test_adm_parse);
