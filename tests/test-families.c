@@ -454,6 +454,7 @@ test_adm_parse (void)
       "# the 64x64 model\nMODEL_FLAGS=\"--attention_resolutions 32,16,8 --num_channels 192 "
       "--num_heads 4 --num_heads_upsample 2 --use_new_attention_order True\"\n"
       "--noise_schedule=cosine --diffusion_steps 4000 --dropout 0.1 --predict_xstart y\n";
+  g_clear_pointer (&s, ddim_schedule_free);
   g_assert_true (ddim_adm_flags_parse (flags64, strlen (flags64), &c, &s, &new_order, &error));
   g_assert_no_error (error);
   g_assert_true (new_order);
