@@ -290,6 +290,77 @@ test_sharded (void)
     }
 }
 
+/* What `ddim convert` writes (config.json, the parameter table as
+ * safetensors, scheduler_config.json) loads back to the same model: the
+ * same parameters, bit-identical outputs, the same alphas. For the ADM
+ * fixture also without the extra learned-sigma key, as a diffusers
+ * conversion writes it (variance_type learned_range and 6 channels out). */
+static void
+test_convert_roundtrip (gconstpointer data)
+{
+  const Fixture *fx = data;
+  DdimModel *m;
+  DdimSafetensors *cases;
+  if (!load_fixture (fx, &m, &cases))
+    return;
+  g_autoptr (GError) error = NULL;
+  for (int variant = 0; variant < (m->unet && ddim_unet_get_config (m->unet)->learned_sigma ? 2 : 1);
+       variant++)
+    {
+      g_autofree char *dir = g_dir_make_tmp ("ddim-convert-XXXXXX", &error);
+      g_assert_no_error (error);
+      g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
+      g_autofree char *wts = g_build_filename (dir, "diffusion_pytorch_model.safetensors", NULL);
+      g_autofree char *sch = g_build_filename (dir, "scheduler_config.json", NULL);
+      g_autofree char *json = ddim_unet_config_to_json (ddim_unet_get_config (m->unet));
+      if (variant == 1)
+        {
+          char *key = strstr (json, "  \"ddim_learned_sigma\": true,\n");
+          g_assert_nonnull (key);
+          memmove (key, key + strlen ("  \"ddim_learned_sigma\": true,\n"),
+                   strlen (key + strlen ("  \"ddim_learned_sigma\": true,\n")) + 1);
+        }
+      g_assert_true (g_file_set_contents (cfg, json, -1, NULL));
+      g_autofree char *sj = ddim_schedule_to_json (m->schedule);
+      g_assert_true (g_file_set_contents (sch, sj, -1, NULL));
+      g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+      for (guint i = 0; i < ddim_unet_get_n_tensors (m->unet); i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *p;
+          const char *name = ddim_unet_get_tensor (m->unet, i, &ndim, shape, &p);
+          ddim_safetensors_writer_add_f32 (w, name, ndim, shape, p);
+        }
+      g_assert_true (ddim_safetensors_writer_save (w, wts, &error));
+      g_autoptr (DdimModel) back = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (back->family, ==, DDIM_MODEL_FAMILY_DIFFUSERS);
+      g_assert_cmpmem (ddim_unet_get_config (back->unet), sizeof (DdimUNetConfig),
+                       ddim_unet_get_config (m->unet), sizeof (DdimUNetConfig));
+      int T = m->schedule->num_train_timesteps;
+      g_assert_cmpint (back->schedule->num_train_timesteps, ==, T);
+      g_assert_cmpmem (back->schedule->alphas_cumprod, T * 4, m->schedule->alphas_cumprod, T * 4);
+      g_assert_cmpint (back->schedule->prediction, ==, m->schedule->prediction);
+      const DdimTensorInfo *xi, *ti;
+      g_autofree float *x = read_case (cases, "forward.x", &xi);
+      g_autofree float *t = read_case (cases, "forward.t", &ti);
+      const DdimUNetConfig *c = ddim_unet_get_config (m->unet);
+      int n = (int) xi->shape[0], h = (int) xi->shape[2], wd = (int) xi->shape[3];
+      gsize count = (gsize) n * c->out_channels * h * wd;
+      g_autofree float *o1 = g_new (float, count), *o2 = g_new (float, count);
+      g_assert_true (ddim_unet_forward (m->unet, x, n, h, wd, t, o1, &error));
+      g_assert_true (ddim_unet_forward (back->unet, x, n, h, wd, t, o2, &error));
+      g_assert_cmpmem (o1, count * 4, o2, count * 4);
+      g_remove (cfg);
+      g_remove (wts);
+      g_remove (sch);
+      g_rmdir (dir);
+    }
+  ddim_safetensors_free (cases);
+  ddim_model_free (m);
+}
+
 /* ---- config parsing -------------------------------------------------- */
 
 static const char *sdedit_yml =
@@ -570,6 +641,21 @@ test_folder_errors (void)
   g_assert_null (m);
   g_assert_nonnull (strstr (error->message, "has model_flags.txt but no *.pt checkpoint"));
   g_clear_error (&error);
+  /* A class-conditional checkpoint under class_cond False flags. */
+  g_autofree char *pt = g_build_filename (dir, "model.pt", NULL);
+  {
+    g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+    float emb[4] = { 0 };
+    gint64 shape[2] = { 2, 2 };
+    ddim_safetensors_writer_add_f32 (w, "label_emb.weight", 2, shape, emb);
+    g_assert_true (ddim_safetensors_writer_save (w, pt, &error));
+  }
+  m = ddim_model_load (dir, &error);
+  g_assert_null (m);
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED);
+  g_assert_nonnull (strstr (error->message, "class embeddings (label_emb.weight)"));
+  g_clear_error (&error);
+  g_remove (pt);
   g_remove (flags);
   g_rmdir (dir);
   g_assert_cmpstr (ddim_weights_format_name (DDIM_WEIGHTS_TORCH_LEGACY), ==, "torch-legacy");
@@ -793,6 +879,8 @@ main (int argc, char **argv)
       g_test_add_data_func (p1, &fixtures[i], test_forward);
       if (fixtures[i].family != DDIM_MODEL_FAMILY_DIFFUSERS)
         {
+          g_autofree char *p3 = g_strdup_printf ("/families/%s/convert", fixtures[i].dir);
+          g_test_add_data_func (p3, &fixtures[i], test_convert_roundtrip);
           g_autofree char *p2 = g_strdup_printf ("/families/%s/sample", fixtures[i].dir);
           g_test_add_data_func (p2, &fixtures[i], test_sample);
         }
