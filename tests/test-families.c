@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 
 #include "ddim/ddim.h"
+#include "model/family-private.h"
 
 static char *
 torch_fixture (const char *rel)
@@ -827,6 +828,97 @@ test_grad (gconstpointer data)
   g_assert_cmpfloat (fabs (lhs - rhs), <, 1e-4 * sqrt (dotd (jv, jv, hs) * dotd (uu, uu, hs)));
 }
 
+/* guided-diffusion's fused qkv in both head orders: a random model's
+ * parameters written under guided-diffusion's names, q, k and v fused
+ * here (legacy: per head [q k v]; new: [all q, all k, all v]), load back
+ * to the same parameters. */
+static void
+test_adm_qkv_orders (void)
+{
+  static const char *flags =
+      "--image_size 8 --num_channels 32 --channel_mult 1,2 --num_res_blocks 1 "
+      "--attention_resolutions 8,4 --num_heads 2 --num_heads_upsample 4 --learn_sigma True "
+      "--resblock_updown True --use_new_attention_order %s\n";
+  for (int new_order = 0; new_order < 2; new_order++)
+    {
+      g_autofree char *text = g_strdup_printf (flags, new_order ? "True" : "False");
+      DdimUNetConfig c;
+      g_autoptr (GError) error = NULL;
+      g_assert_true (ddim_adm_flags_parse (text, strlen (text), &c, NULL, NULL, &error));
+      g_autoptr (DdimUNet) u = ddim_unet_new_random (&c, 11 + new_order);
+      g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+      g_autoptr (GHashTable) fused = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      g_autoptr (GHashTable) fused_shape = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      int n_fused_parts = 0;
+      for (guint i = 0; i < ddim_unet_get_n_tensors (u); i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *p;
+          const char *name = ddim_unet_get_tensor (u, i, &ndim, shape, &p);
+          DdimCheckpointKey k;
+          g_assert_true (ddim_adm_key (&c, new_order, name, &k));
+          if (k.part < 0)
+            {
+              /* Attention projections are Conv1d [o, i, 1] there. */
+              gint64 s3[4] = { shape[0], shape[1], 1, 0 };
+              gboolean conv1d = ndim == 2 && strstr (k.key, "proj_out") != NULL;
+              ddim_safetensors_writer_add_f32 (w, k.key, conv1d ? 3 : ndim, conv1d ? s3 : shape, p);
+              g_free (k.key);
+              continue;
+            }
+          gsize C = (gsize) shape[0], row = ndim == 2 ? (gsize) shape[1] : 1, ch = C / k.heads;
+          float *buf = g_hash_table_lookup (fused, k.key);
+          if (buf == NULL)
+            {
+              buf = g_new0 (float, 3 * C * row);
+              g_hash_table_insert (fused, g_strdup (k.key), buf);
+              gint64 *fs = g_new0 (gint64, 4);
+              fs[0] = 3 * (gint64) C;
+              fs[1] = ndim == 2 ? (gint64) row : 0;
+              fs[2] = ndim == 2 ? 1 : 0;
+              fs[3] = ndim == 2 ? 3 : 1;   /* ndim of the fused tensor */
+              g_hash_table_insert (fused_shape, g_strdup (k.key), fs);
+            }
+          for (int h = 0; h < k.heads; h++)
+            for (gsize r = 0; r < ch; r++)
+              {
+                gsize dst = new_order ? k.part * C + h * ch + r : h * 3 * ch + k.part * ch + r;
+                memcpy (buf + dst * row, p + (h * ch + r) * row, row * sizeof (float));
+              }
+          n_fused_parts++;
+          g_free (k.key);
+        }
+      GHashTableIter it;
+      gpointer key, val;
+      g_hash_table_iter_init (&it, fused);
+      while (g_hash_table_iter_next (&it, &key, &val))
+        {
+          gint64 *fs = g_hash_table_lookup (fused_shape, key);
+          ddim_safetensors_writer_add_f32 (w, key, (int) fs[3], fs, val);
+        }
+      g_assert_cmpint (n_fused_parts, >=, 3 * 2 * 5);   /* q, k, v weight and bias, 5 layers */
+      g_autofree char *dir = g_dir_make_tmp ("ddim-adm-XXXXXX", &error);
+      g_autofree char *ff = g_build_filename (dir, "model_flags.txt", NULL);
+      g_autofree char *pt = g_build_filename (dir, "model.pt", NULL);
+      g_assert_true (g_file_set_contents (ff, text, -1, NULL));
+      g_assert_true (ddim_safetensors_writer_save (w, pt, &error));
+      g_autoptr (DdimModel) m = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      gsize np = ddim_unet_get_n_params (u);
+      g_assert_cmpmem (ddim_unet_get_params (m->unet), np * 4, ddim_unet_get_params (u), np * 4);
+      /* The other order scrambles the heads. */
+      g_autofree char *other = g_strdup_printf (flags, new_order ? "False" : "True");
+      g_assert_true (g_file_set_contents (ff, other, -1, NULL));
+      g_autoptr (DdimModel) m2 = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_true (memcmp (ddim_unet_get_params (m2->unet), ddim_unet_get_params (u), np * 4) != 0);
+      g_remove (ff);
+      g_remove (pt);
+      g_rmdir (dir);
+    }
+}
+
 /* ---- the benchmark configurations ------------------------------------- */
 
 static void
@@ -892,6 +984,7 @@ main (int argc, char **argv)
   g_test_add_func ("/families/ermongroup/errors", test_ermongroup_errors);
   g_test_add_func ("/families/adm/parse", test_adm_parse);
   g_test_add_func ("/families/adm/errors", test_adm_errors);
+  g_test_add_func ("/families/adm/qkv-orders", test_adm_qkv_orders);
   g_test_add_func ("/families/folder-errors", test_folder_errors);
   g_test_add_data_func ("/families/grad/ermongroup-pool", GINT_TO_POINTER (0), test_grad);
   g_test_add_data_func ("/families/grad/adm-resnet-resample", GINT_TO_POINTER (1), test_grad);
