@@ -255,8 +255,9 @@ test_sharded (void)
           gint64 shape[4];
           float *data;
           const char *name = ddim_unet_get_tensor (u, i, &ndim, shape, &data);
-          ddim_safetensors_writer_add_f32 (i % 2 ? wb : wa, name, ndim, shape, data);
-          g_string_append_printf (index, "%s\"%s\": \"%s\"", i ? ", " : "", name, i % 2 ? b : a);
+          ddim_safetensors_writer_add_f32 (i % 2 ? wa : wb, name, ndim, shape, data);
+          /* The second shard is named first: the first is still 00001. */
+          g_string_append_printf (index, "%s\"%s\": \"%s\"", i ? ", " : "", name, i % 2 ? a : b);
         }
       g_string_append (index, "}}");
       if (kind)

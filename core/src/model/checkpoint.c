@@ -192,7 +192,15 @@ ddim_weight_source_lookup (DdimWeightSource *src, const char *name)
 const char *
 ddim_weight_source_first_path (DdimWeightSource *src)
 {
-  return ((Shard *) g_ptr_array_index (src->shards, 0))->path;
+  /* Shards are named ...-00001-of-0000N: the first sorts first. */
+  const char *first = ((Shard *) g_ptr_array_index (src->shards, 0))->path;
+  for (guint i = 1; i < src->shards->len; i++)
+    {
+      const char *p = ((Shard *) g_ptr_array_index (src->shards, i))->path;
+      if (strcmp (p, first) < 0)
+        first = p;
+    }
+  return first;
 }
 
 char *

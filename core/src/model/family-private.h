@@ -41,7 +41,8 @@ typedef struct _DdimWeightSource DdimWeightSource;
 DdimWeightSource     *ddim_weight_source_open (const char *path, gboolean use_ema,
                                                DdimWeightsFormat *format, GError **error);
 const DdimTensorInfo *ddim_weight_source_lookup (DdimWeightSource *src, const char *name);
-/* The (first) weights file. */
+/* The weights file; of shards, the one whose name sorts first
+ * (diffusers names them ...-00001-of-0000N.*). */
 const char           *ddim_weight_source_first_path (DdimWeightSource *src);
 /* "F32", "F16", "BF16", "mixed" (newly allocated). */
 char                 *ddim_weight_source_dtype (DdimWeightSource *src);
