@@ -11,8 +11,8 @@
 #include "cli.h"
 #include "ddim/config.h"
 #include "ddim/dataset.h"
-#include "ddim/model.h"
 #include "ddim/train.h"
+#include "ddim/model.h"
 #include "ddim/unet.h"
 
 #define CMD "bench"
