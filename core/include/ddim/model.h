@@ -33,9 +33,19 @@ typedef struct {
   gboolean      has_scheduler_config;
 } DdimModel;
 
-/* Loads FOLDER/config.json, FOLDER/diffusion_pytorch_model.safetensors and
- * the scheduler config (FOLDER/scheduler/scheduler_config.json, else
- * FOLDER/scheduler_config.json, else DDPM's defaults). */
+/* Loads a model folder; the family is told by its config file:
+ *  - config.json (diffusers): diffusion_pytorch_model.safetensors, else
+ *    its .safetensors.index.json shards, else diffusion_pytorch_model.bin,
+ *    else its .bin.index.json shards; the scheduler config from
+ *    FOLDER/scheduler/scheduler_config.json, else FOLDER/scheduler_config.json,
+ *    else DDPM's defaults;
+ *  - config.yml (ermongroup/ddim, pesser, SDEdit): the one *.ckpt or *.pth
+ *    (the EMA weights of a training checkpoint when model.ema is true);
+ *  - model_flags.txt (guided-diffusion): the one *.pt.
+ * More than one config file, no checkpoint or several candidates, a bad
+ * config (the error names the file, field and value) or a checkpoint that
+ * does not fit are errors. weights_path is the (first) weights file,
+ * weights_sha256 its hash. */
 DdimModel *ddim_model_load (const char *folder, GError **error);
 void       ddim_model_free (DdimModel *model);
 
@@ -48,6 +58,19 @@ gboolean   ddim_model_load_config (const char *folder, DdimUNetConfig *config,
 /* "diffusers", "ermongroup", "adm" / "safetensors", "torch-zip", "torch-legacy". */
 const char *ddim_model_family_name (DdimModelFamily family);
 const char *ddim_weights_format_name (DdimWeightsFormat format);
+
+/* Family configs parsed from memory (for tests and fuzzing; the loaders
+ * read the files). ermongroup's config.yml (YAML, libyaml): the UNet
+ * config, the schedule (may be NULL) and model.ema (may be NULL). */
+gboolean   ddim_ermongroup_config_parse (const char *text, gsize length, DdimUNetConfig *config,
+                                         DdimSchedule **schedule, gboolean *use_ema,
+                                         GError **error);
+/* guided-diffusion's model_flags.txt ("--flag value ..."; unset flags take
+ * model_and_diffusion_defaults); @new_attention_order may be NULL.
+ * Class-conditional models are DDIM_ERROR_UNSUPPORTED. */
+gboolean   ddim_adm_flags_parse (const char *text, gsize length, DdimUNetConfig *config,
+                                 DdimSchedule **schedule, gboolean *new_attention_order,
+                                 GError **error);
 
 /* Hex SHA-256 of a file's contents (streamed). */
 char      *ddim_file_sha256 (const char *path, GError **error);
