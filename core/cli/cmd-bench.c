@@ -127,8 +127,8 @@ cli_cmd_bench (int argc, char **argv)
   gboolean vjp = FALSE, train = FALSE;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
-      "A model folder (or its config.json) whose config.json to benchmark; weights are "
-      "not read (default: the built-in config of google/ddpm-cifar10-32)", "DIR" },
+      "A model folder of any family, or a config.json, whose architecture to benchmark; "
+      "weights are not read (default: the built-in config of google/ddpm-cifar10-32)", "DIR" },
     { "repeat", 0, 0, G_OPTION_ARG_INT, &repeat,
       "Timed forward passes after one warm-up; the best counts (default 3)", "K" },
     { "batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size (default 1)", "N" },
@@ -169,14 +169,14 @@ cli_cmd_bench (int argc, char **argv)
   if (config_arg)
     {
       if (!g_file_test (config_arg, G_FILE_TEST_EXISTS))
-        return cli_fail (CMD, "--config: %s does not exist (expected a model folder with "
-                         "config.json, or a config.json file)", config_arg);
-      g_autofree char *path = g_file_test (config_arg, G_FILE_TEST_IS_DIR)
-                                ? g_build_filename (config_arg, "config.json", NULL)
-                                : g_strdup (config_arg);
-      if (!ddim_unet_config_load (path, &config, &error))
+        return cli_fail (CMD, "--config: %s does not exist (expected a model folder or a "
+                         "config.json file)", config_arg);
+      /* A folder of any family (config.json, config.yml, model_flags.txt). */
+      gboolean is_dir = g_file_test (config_arg, G_FILE_TEST_IS_DIR);
+      if (is_dir ? !ddim_model_load_config (config_arg, &config, NULL, NULL, &error)
+                 : !ddim_unet_config_load (config_arg, &config, &error))
         return cli_error (CMD, error);
-      config_desc = g_steal_pointer (&path);
+      config_desc = g_strdup (config_arg);
     }
   else
     {

@@ -49,7 +49,14 @@ scheduler_config_file (const DdimModel *model)
       if (g_file_test (p, G_FILE_TEST_EXISTS))
         return g_strdup (candidates[i]);
     }
-  return g_strdup ("(unknown)");
+  /* The other families keep the schedule beside the architecture. */
+  switch (model->family)
+    {
+    case DDIM_MODEL_FAMILY_ERMONGROUP: return g_strdup ("config.yml");
+    case DDIM_MODEL_FAMILY_ADM: return g_strdup ("model_flags.txt");
+    case DDIM_MODEL_FAMILY_DIFFUSERS:
+    default: return g_strdup ("(unknown)");
+    }
 }
 
 static goffset
@@ -67,6 +74,7 @@ print_text (const DdimModel *m)
   int f = ddim_unet_config_size_factor (c);
 
   kv ("model", "%s", m->path);
+  kv ("family", "%s", ddim_model_family_name (m->family));
   kv ("sample size", "%dx%d (sizes must be multiples of %d)", c->sample_size, c->sample_size, f);
   kv ("channels", "%d in, %d out", c->in_channels, c->out_channels);
   kv ("center input sample", "%s", yes_no (c->center_input_sample));
@@ -103,12 +111,13 @@ print_text (const DdimModel *m)
   gsize n_params = ddim_unet_get_n_params (m->unet);
   g_autofree char *np = cli_group_thousands (n_params);
   kv ("parameters", "%s (%.1f MiB as float32)", np, n_params * 4.0 / (1024.0 * 1024.0));
-  g_autofree char *wpath = g_build_filename (m->path, "diffusion_pytorch_model.safetensors", NULL);
-  goffset size = file_size (wpath);
+  goffset size = file_size (m->weights_path);
   if (size >= 0)
-    kv ("weights", "%s, file %.1f MiB", m->weights_dtype, size / (1024.0 * 1024.0));
+    kv ("weights file", "%s (%.1f MiB)", m->weights_path, size / (1024.0 * 1024.0));
   else
-    kv ("weights", "%s", m->weights_dtype);
+    kv ("weights file", "%s", m->weights_path);
+  kv ("weights format", "%s", ddim_weights_format_name (m->weights_format));
+  kv ("weights dtype", "%s", m->weights_dtype);
   kv ("weights sha256", "%s", m->weights_sha256);
 
   printf ("schedule:\n");
@@ -150,12 +159,14 @@ print_json (const DdimModel *m)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   g_autofree char *config_json = ddim_unet_config_to_json (c);
   g_autofree char *schedule_json = ddim_schedule_to_json (m->schedule);
-  g_autofree char *wpath = g_build_filename (m->path, "diffusion_pytorch_model.safetensors", NULL);
+  g_autofree char *wfile = g_path_get_basename (m->weights_path);
   g_autofree char *sched_file = scheduler_config_file (m);
 
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "path");
   json_builder_add_string_value (b, m->path);
+  json_builder_set_member_name (b, "family");
+  json_builder_add_string_value (b, ddim_model_family_name (m->family));
   json_builder_set_member_name (b, "config");
   json_builder_add_value (b, parse_json (config_json));
   json_builder_set_member_name (b, "size_factor");
@@ -165,13 +176,15 @@ print_json (const DdimModel *m)
   json_builder_set_member_name (b, "weights");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "file");
-  json_builder_add_string_value (b, "diffusion_pytorch_model.safetensors");
+  json_builder_add_string_value (b, wfile);
+  json_builder_set_member_name (b, "format");
+  json_builder_add_string_value (b, ddim_weights_format_name (m->weights_format));
   json_builder_set_member_name (b, "dtype");
   json_builder_add_string_value (b, m->weights_dtype);
   json_builder_set_member_name (b, "sha256");
   json_builder_add_string_value (b, m->weights_sha256);
   json_builder_set_member_name (b, "bytes");
-  json_builder_add_int_value (b, file_size (wpath));
+  json_builder_add_int_value (b, file_size (m->weights_path));
   json_builder_end_object (b);
   json_builder_set_member_name (b, "scheduler_config");
   json_builder_add_value (b, parse_json (schedule_json));
@@ -198,9 +211,10 @@ cli_cmd_info (int argc, char **argv)
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
-      "Shows the UNet configuration, parameter count, weights (dtype, SHA-256)\n"
-      "and noise schedule of a diffusers model folder (config.json,\n"
-      "diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json).");
+      "Shows the family, UNet configuration, parameter count, weights (file,\n"
+      "format, dtype, SHA-256) and noise schedule of a model folder: diffusers\n"
+      "(config.json), ermongroup/pesser/SDEdit (config.yml and a .ckpt/.pth) or\n"
+      "OpenAI ADM (model_flags.txt and a .pt).");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   int rc;
