@@ -30,6 +30,18 @@ static const Fixture diffusers_fixtures[] = {
     "ddim.reconstruction" },
 };
 
+/* Every folder of fixtures/torch: PyTorch checkpoints as their projects
+ * save them (sample.*: 10 DDIM steps, timesteps 900 ... 0, final alpha 1,
+ * no clipping; the diffusers .bin folder has tiny-cifar's cases). */
+static const Fixture torch_fixtures[] = {
+  { "torch/adm/uncond-256-like", "adm", "torch-zip", "F32", "sample.xT", "sample.x0" },
+  { "torch/ermongroup/celeba-like", "ermongroup", "torch-zip", "F32", "sample.xT", "sample.x0" },
+  { "torch/ermongroup/pesser-cifar-like", "ermongroup", "torch-legacy", "F32", "sample.xT",
+    "sample.x0" },
+  { "torch/diffusers-bin/tiny-cifar-bin", "diffusers", "torch-zip", "F32", "ddim.xT",
+    "ddim.reconstruction" },
+};
+
 static char *
 fixture_path (const Fixture *f)
 {
@@ -177,6 +189,13 @@ test_info_diffusers (void)
     check_info (&diffusers_fixtures[i]);
 }
 
+static void
+test_info_torch (void)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (torch_fixtures); i++)
+    check_info (&torch_fixtures[i]);
+}
+
 /* sample --noise from the fixture's x_T reproduces its DDIM sample within
  * the fixtures' trajectory tolerance (1e-3, absolute). */
 static void
@@ -213,6 +232,13 @@ test_sample_noise_diffusers (void)
 {
   for (gsize i = 0; i < G_N_ELEMENTS (diffusers_fixtures); i++)
     check_sample_noise (&diffusers_fixtures[i]);
+}
+
+static void
+test_sample_noise_torch (void)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (torch_fixtures); i++)
+    check_sample_noise (&torch_fixtures[i]);
 }
 
 /* convert writes a diffusers folder whose outputs (one UNet evaluation, a
@@ -289,6 +315,13 @@ test_convert_round_trip_diffusers (void)
 {
   for (gsize i = 0; i < G_N_ELEMENTS (diffusers_fixtures); i++)
     check_convert_round_trip (&diffusers_fixtures[i]);
+}
+
+static void
+test_convert_round_trip_torch (void)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (torch_fixtures); i++)
+    check_convert_round_trip (&torch_fixtures[i]);
 }
 
 /* --dtype f16 of F16 weights is still exact; of F32 weights it is half
@@ -509,9 +542,12 @@ main (int argc, char **argv)
   if (g_getenv ("DDIM_CLI") == NULL || g_getenv ("DDIM_FIXTURES_DIR") == NULL)
     g_error ("DDIM_CLI and DDIM_FIXTURES_DIR must be set (meson test sets them)");
   g_test_add_func ("/cli-photo/info/diffusers", test_info_diffusers);
+  g_test_add_func ("/cli-photo/info/torch", test_info_torch);
   g_test_add_func ("/cli-photo/sample-noise/diffusers", test_sample_noise_diffusers);
+  g_test_add_func ("/cli-photo/sample-noise/torch", test_sample_noise_torch);
   g_test_add_func ("/cli-photo/sample-noise/errors", test_sample_noise_errors);
   g_test_add_func ("/cli-photo/convert/round-trip-diffusers", test_convert_round_trip_diffusers);
+  g_test_add_func ("/cli-photo/convert/round-trip-torch", test_convert_round_trip_torch);
   g_test_add_func ("/cli-photo/convert/f16", test_convert_f16);
   g_test_add_func ("/cli-photo/convert/errors", test_convert_errors);
   g_test_add_func ("/cli-photo/convert/directions", test_convert_directions);
