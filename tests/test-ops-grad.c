@@ -894,6 +894,61 @@ test_upsample (void)
   t_free (&u.wy);
 }
 
+/* ---- 2x2 average pooling ----------------------------------------------- */
+
+static double
+pool_loss (gconstpointer ctx)
+{
+  const Up *u = ctx;
+  int oh = u->h / 2, ow = u->w / 2;
+  double l = 0;
+  for (int p = 0; p < u->n * u->c; p++)
+    for (int i = 0; i < oh; i++)
+      for (int j = 0; j < ow; j++)
+        {
+          const double *x = u->x.d + (gsize) p * u->h * u->w;
+          double avg = (x[(2 * i) * u->w + 2 * j] + x[(2 * i) * u->w + 2 * j + 1]
+                        + x[(2 * i + 1) * u->w + 2 * j] + x[(2 * i + 1) * u->w + 2 * j + 1]) / 4;
+          l += u->wy.d[((gsize) p * oh + i) * ow + j] * avg;
+        }
+  return l;
+}
+
+static void
+test_avgpool (void)
+{
+  /* Even and odd sizes (an odd last row/column is dropped, as torch). */
+  for (int k = 0; k < 2; k++)
+    {
+      g_autoptr (GRand) r = g_rand_new_with_seed (73 + k);
+      Up u = { .n = 2, .c = 3, .h = k ? 5 : 4, .w = k ? 7 : 6 };
+      gsize nx = (gsize) u.n * u.c * u.h * u.w, ny = (gsize) u.n * u.c * (u.h / 2) * (u.w / 2);
+      t_rand (&u.x, nx, r, -1, 1);
+      t_rand (&u.wy, ny, r, -1, 1);
+      float *y = g_new (float, ny);
+      double *yref = g_new (double, ny);
+      ddim_avgpool2x_forward (u.x.f, u.n, u.c, u.h, u.w, y);
+      for (int p = 0; p < u.n * u.c; p++)
+        for (int i = 0; i < u.h / 2; i++)
+          for (int j = 0; j < u.w / 2; j++)
+            {
+              const double *x = u.x.d + (gsize) p * u.h * u.w;
+              yref[((gsize) p * (u.h / 2) + i) * (u.w / 2) + j]
+                  = (x[(2 * i) * u.w + 2 * j] + x[(2 * i) * u.w + 2 * j + 1]
+                     + x[(2 * i + 1) * u.w + 2 * j] + x[(2 * i + 1) * u.w + 2 * j + 1]) / 4;
+            }
+      check_forward ("avgpool", y, yref, ny);
+      g_free (y);
+      g_free (yref);
+      float *dx = filled (nx, GARBAGE);
+      ddim_avgpool2x_backward (u.wy.f, u.n, u.c, u.h, u.w, dx);
+      check_grad ("avgpool", "dx", pool_loss, &u, &u.x, dx, 0.f);
+      g_free (dx);
+      t_free (&u.x);
+      t_free (&u.wy);
+    }
+}
+
 /* ---- timestep embedding ---------------------------------------------------- */
 
 typedef struct {
@@ -1005,6 +1060,7 @@ main (int argc, char **argv)
   g_test_add_func ("/ops-grad/attention/1head", test_attention_1head);
   g_test_add_func ("/ops-grad/attention/2heads", test_attention_2heads);
   g_test_add_func ("/ops-grad/upsample", test_upsample);
+  g_test_add_func ("/ops-grad/avgpool", test_avgpool);
   g_test_add_func ("/ops-grad/timestep-embedding", test_timestep_embedding);
   int ret = g_test_run ();
   for (int i = 0; i < n_reports; i++)

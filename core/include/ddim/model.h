@@ -49,6 +49,19 @@ gboolean   ddim_model_load_config (const char *folder, DdimUNetConfig *config,
 const char *ddim_model_family_name (DdimModelFamily family);
 const char *ddim_weights_format_name (DdimWeightsFormat format);
 
+/* Family configs parsed from memory (for tests and fuzzing; the loaders
+ * read the files). ermongroup's config.yml (YAML, libyaml): the UNet
+ * config, the schedule (may be NULL) and model.ema (may be NULL). */
+gboolean   ddim_ermongroup_config_parse (const char *text, gsize length, DdimUNetConfig *config,
+                                         DdimSchedule **schedule, gboolean *use_ema,
+                                         GError **error);
+/* guided-diffusion's model_flags.txt ("--flag value ..."; unset flags take
+ * model_and_diffusion_defaults); @new_attention_order may be NULL.
+ * Class-conditional models are DDIM_ERROR_UNSUPPORTED. */
+gboolean   ddim_adm_flags_parse (const char *text, gsize length, DdimUNetConfig *config,
+                                 DdimSchedule **schedule, gboolean *new_attention_order,
+                                 GError **error);
+
 /* Hex SHA-256 of a file's contents (streamed). */
 char      *ddim_file_sha256 (const char *path, GError **error);
 

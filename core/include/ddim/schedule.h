@@ -24,6 +24,15 @@ typedef enum {
   DDIM_SPACING_LINSPACE
 } DdimSpacing;
 
+/* How the cumulative alphas are computed from the betas, as each family's
+ * own code does (the values differ in the last float32 bits). */
+typedef enum {
+  DDIM_ALPHAS_FLOAT32,        /* diffusers: float32 betas (torch.linspace) and products */
+  DDIM_ALPHAS_FLOAT64_BETAS,  /* ermongroup: float64 np.linspace rounded to float32 betas,
+                               * products accumulated in double (torch CPU cumprod) */
+  DDIM_ALPHAS_FLOAT64         /* guided-diffusion: numpy float64 throughout, rounded last */
+} DdimAlphasArithmetic;
+
 typedef struct {
   int              num_train_timesteps;
   double           beta_start, beta_end;
@@ -35,6 +44,12 @@ typedef struct {
   gboolean         clip_sample;        /* used by sampling only, never by inversion */
   double           clip_sample_range;
   float           *alphas_cumprod;     /* [num_train_timesteps], float32 as diffusers */
+  /* scheduler_config.json: "ddim_alphas_arithmetic" ("float32",
+   * "float64-betas", "float64"), written only when not float32. */
+  DdimAlphasArithmetic arithmetic;
+  /* The model also predicts a variance that DDIM ignores (guided-diffusion
+   * learn_sigma); "variance_type": "learned_range" as diffusers writes it. */
+  gboolean         learned_variance;
 } DdimSchedule;
 
 /* Parses a DDPMScheduler/DDIMScheduler config with diffusers' defaults
@@ -45,6 +60,13 @@ DdimSchedule *ddim_schedule_parse (const char *json, gssize length, GError **err
 DdimSchedule *ddim_schedule_load (const char *path, GError **error);
 /* The default schedule of DDPM checkpoints, for configs without a file. */
 DdimSchedule *ddim_schedule_new_default (void);
+/* A schedule of another family: DDPM's defaults with these betas and
+ * arithmetic (alphas computed). */
+DdimSchedule *ddim_schedule_new_betas (DdimBetaSchedule beta_schedule, double beta_start,
+                                       double beta_end, int num_train_timesteps,
+                                       DdimAlphasArithmetic arithmetic);
+/* Recomputes alphas_cumprod after fields changed. */
+void          ddim_schedule_update (DdimSchedule *schedule);
 DdimSchedule *ddim_schedule_copy (const DdimSchedule *schedule);
 void          ddim_schedule_free (DdimSchedule *schedule);
 /* scheduler_config.json as diffusers' DDIMScheduler writes it. */

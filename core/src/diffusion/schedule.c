@@ -24,10 +24,77 @@ linspace_f32 (float start, float end, int n, float *out)
     out[i] = i < halfway ? start + step * (float) i : end - step * (float) (n - i - 1);
 }
 
+/* np.linspace in float64: start + i * step, the last exactly @end. */
+static void
+linspace_f64 (double start, double end, int n, double *out)
+{
+  if (n == 1)
+    {
+      out[0] = start;
+      return;
+    }
+  double step = (end - start) / (n - 1);
+  for (int i = 0; i < n; i++)
+    out[i] = (double) i * step + start;
+  out[n - 1] = end;
+}
+
+/* The betas in float64 (ermongroup's and guided-diffusion's numpy). */
+static void
+betas_f64 (const DdimSchedule *s, double *betas)
+{
+  int T = s->num_train_timesteps;
+  switch (s->beta_schedule)
+    {
+    case DDIM_BETA_LINEAR:
+      linspace_f64 (s->beta_start, s->beta_end, T, betas);
+      break;
+    case DDIM_BETA_SCALED_LINEAR:
+      /* ermongroup "quad": linspace of the square roots, squared. */
+      linspace_f64 (sqrt (s->beta_start), sqrt (s->beta_end), T, betas);
+      for (int i = 0; i < T; i++)
+        betas[i] = betas[i] * betas[i];
+      break;
+    case DDIM_BETA_SQUAREDCOS_CAP_V2:
+      for (int i = 0; i < T; i++)
+        {
+          double t1 = (double) i / T, t2 = (double) (i + 1) / T;
+          double a1 = pow (cos ((t1 + 0.008) / 1.008 * G_PI / 2), 2);
+          double a2 = pow (cos ((t2 + 0.008) / 1.008 * G_PI / 2), 2);
+          betas[i] = MIN (1 - a2 / a1, 0.999);
+        }
+      break;
+    }
+}
+
+static void
+compute_alphas_f64 (DdimSchedule *s)
+{
+  int T = s->num_train_timesteps;
+  g_autofree double *betas = g_new (double, T);
+  betas_f64 (s, betas);
+  g_free (s->alphas_cumprod);
+  s->alphas_cumprod = g_new (float, T);
+  double acc = 1.0;
+  for (int i = 0; i < T; i++)
+    {
+      if (s->arithmetic == DDIM_ALPHAS_FLOAT64_BETAS)
+        acc *= (double) (1.f - (float) betas[i]);
+      else
+        acc *= 1.0 - betas[i];
+      s->alphas_cumprod[i] = (float) acc;
+    }
+}
+
 static void
 compute_alphas (DdimSchedule *s)
 {
   int T = s->num_train_timesteps;
+  if (s->arithmetic != DDIM_ALPHAS_FLOAT32)
+    {
+      compute_alphas_f64 (s);
+      return;
+    }
   g_autofree float *betas = g_new (float, T);
   switch (s->beta_schedule)
     {
@@ -76,6 +143,28 @@ ddim_schedule_new_default (void)
   s->clip_sample_range = 1.0;
   compute_alphas (s);
   return s;
+}
+
+DdimSchedule *
+ddim_schedule_new_betas (DdimBetaSchedule beta_schedule, double beta_start, double beta_end,
+                         int num_train_timesteps, DdimAlphasArithmetic arithmetic)
+{
+  g_return_val_if_fail (num_train_timesteps >= 1, NULL);
+  DdimSchedule *s = ddim_schedule_new_default ();
+  s->beta_schedule = beta_schedule;
+  s->beta_start = beta_start;
+  s->beta_end = beta_end;
+  s->num_train_timesteps = num_train_timesteps;
+  s->arithmetic = arithmetic;
+  compute_alphas (s);
+  return s;
+}
+
+void
+ddim_schedule_update (DdimSchedule *s)
+{
+  g_return_if_fail (s != NULL);
+  compute_alphas (s);
 }
 
 DdimSchedule *
@@ -169,6 +258,7 @@ ddim_schedule_parse (const char *json, gssize length, GError **error)
   g_autoptr (DdimSchedule) s = ddim_schedule_new_default ();
   double T = s->num_train_timesteps, offset = 0;
   const char *beta = "linear", *pred = "epsilon", *spacing = "leading";
+  const char *arithmetic = "float32", *variance = "fixed_small";
   gboolean thresholding = FALSE;
   if (!read_number (o, "num_train_timesteps", &T, error)
       || !read_number (o, "beta_start", &s->beta_start, error)
@@ -180,8 +270,21 @@ ddim_schedule_parse (const char *json, gssize length, GError **error)
       || !read_bool (o, "thresholding", &thresholding, error)
       || !read_string (o, "beta_schedule", &beta, error)
       || !read_string (o, "prediction_type", &pred, error)
-      || !read_string (o, "timestep_spacing", &spacing, error))
+      || !read_string (o, "timestep_spacing", &spacing, error)
+      || !read_string (o, "ddim_alphas_arithmetic", &arithmetic, error)
+      || !read_string (o, "variance_type", &variance, error))
     return NULL;
+  if (g_str_equal (arithmetic, "float32"))
+    s->arithmetic = DDIM_ALPHAS_FLOAT32;
+  else if (g_str_equal (arithmetic, "float64-betas"))
+    s->arithmetic = DDIM_ALPHAS_FLOAT64_BETAS;
+  else if (g_str_equal (arithmetic, "float64"))
+    s->arithmetic = DDIM_ALPHAS_FLOAT64;
+  else
+    return unsupported (error, "ddim_alphas_arithmetic", arithmetic) ? NULL : NULL;
+  /* DDIM uses no variance; "learned_range" / "learned" only say the model
+   * has variance channels. */
+  s->learned_variance = g_str_equal (variance, "learned_range") || g_str_equal (variance, "learned");
   JsonNode *tb = json_object_get_member (o, "trained_betas");
   if (tb != NULL && !JSON_NODE_HOLDS_NULL (tb))
     return unsupported (error, "trained_betas", "(a list)") ? NULL : NULL;
@@ -259,6 +362,12 @@ ddim_schedule_to_json (const DdimSchedule *s)
   json_builder_add_string_value (b, ddim_beta_schedule_to_string (s->beta_schedule));
   json_builder_set_member_name (b, "beta_start");
   json_builder_add_double_value (b, s->beta_start);
+  if (s->arithmetic != DDIM_ALPHAS_FLOAT32)
+    {
+      json_builder_set_member_name (b, "ddim_alphas_arithmetic");
+      json_builder_add_string_value (b, s->arithmetic == DDIM_ALPHAS_FLOAT64 ? "float64"
+                                                                             : "float64-betas");
+    }
   json_builder_set_member_name (b, "clip_sample");
   json_builder_add_boolean_value (b, s->clip_sample);
   json_builder_set_member_name (b, "clip_sample_range");
@@ -275,6 +384,11 @@ ddim_schedule_to_json (const DdimSchedule *s)
   json_builder_add_string_value (b, ddim_spacing_to_string (s->spacing));
   json_builder_set_member_name (b, "trained_betas");
   json_builder_add_null_value (b);
+  if (s->learned_variance)
+    {
+      json_builder_set_member_name (b, "variance_type");
+      json_builder_add_string_value (b, "learned_range");
+    }
   json_builder_end_object (b);
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   return ddim_json_to_string (root, 2);

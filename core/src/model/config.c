@@ -1,6 +1,7 @@
 /* config.json of a diffusers UNet2DModel. Defaults are diffusers' own. */
 #include <json-glib/json-glib.h>
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "ddim/config.h"
@@ -104,23 +105,29 @@ unsupported (GError **error, const char *field, const char *value)
   return FALSE;
 }
 
-/* Reads a list of block type names into @kinds. */
+/* Reads a list of block type names into @kinds; @resnet_resample[i] is 1
+ * where the name implies resnet resampling (Resnet*Block2D), 0 where it
+ * implies a conv resampler (DownBlock2D / UpBlock2D) and -1 where
+ * downsample_type / upsample_type decides (Attn*Block2D). */
 static gboolean
 get_block_types (JsonObject *o, const char *name, gboolean down, int *n_out,
-                 DdimBlockKind *kinds, GError **error)
+                 DdimBlockKind *kinds, int *resnet_resample, GError **error)
 {
   static const char *down_default[] = { "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D" };
   static const char *up_default[] = { "AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D" };
   const char *plain = down ? "DownBlock2D" : "UpBlock2D";
   const char *attn = down ? "AttnDownBlock2D" : "AttnUpBlock2D";
-  const char *field = down ? "block type" : "block type";
+  const char *resnet = down ? "ResnetDownsampleBlock2D" : "ResnetUpsampleBlock2D";
 
   if (member_is_null (o, name))
     {
       const char **def = down ? down_default : up_default;
       *n_out = 4;
       for (int i = 0; i < 4; i++)
-        kinds[i] = g_str_equal (def[i], plain) ? DDIM_BLOCK_PLAIN : DDIM_BLOCK_ATTENTION;
+        {
+          kinds[i] = g_str_equal (def[i], plain) ? DDIM_BLOCK_PLAIN : DDIM_BLOCK_ATTENTION;
+          resnet_resample[i] = kinds[i] == DDIM_BLOCK_PLAIN ? 0 : -1;
+        }
       return TRUE;
     }
   JsonNode *n = json_object_get_member (o, name);
@@ -150,20 +157,184 @@ get_block_types (JsonObject *o, const char *name, gboolean down, int *n_out,
         }
       const char *s = json_node_get_string (e);
       if (g_str_equal (s, plain))
-        kinds[i] = DDIM_BLOCK_PLAIN;
+        kinds[i] = DDIM_BLOCK_PLAIN, resnet_resample[i] = 0;
+      else if (g_str_equal (s, resnet))
+        kinds[i] = DDIM_BLOCK_PLAIN, resnet_resample[i] = 1;
       else if (g_str_equal (s, attn))
-        kinds[i] = DDIM_BLOCK_ATTENTION;
+        kinds[i] = DDIM_BLOCK_ATTENTION, resnet_resample[i] = -1;
       else
-        return unsupported (error, field, s);
+        return unsupported (error, "block type", s);
     }
   *n_out = (int) len;
+  return TRUE;
+}
+
+/* downsample_type / upsample_type, reconciled with what the block names
+ * imply for every block that resamples (all but the last). */
+static gboolean
+get_resample_type (JsonObject *o, const char *field, int *resnet_resample, int n_levels,
+                   DdimResampleType *type, GError **error)
+{
+  const char *s = get_string (o, field, "conv", error);
+  if (s == NULL)
+    return FALSE;
+  if (g_str_equal (s, "conv"))
+    *type = DDIM_RESAMPLE_CONV;
+  else if (g_str_equal (s, "resnet"))
+    *type = DDIM_RESAMPLE_RESNET;
+  else
+    return unsupported (error, field, s);
+  int named = -1;
+  for (int i = 0; i < n_levels - 1; i++)
+    {
+      if (resnet_resample[i] < 0)
+        resnet_resample[i] = *type == DDIM_RESAMPLE_RESNET;
+      if (named >= 0 && resnet_resample[i] != named)
+        {
+          g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
+                       "config.json: blocks that mix resnet and conv resampling (%s '%s' and "
+                       "the block types) are not supported", field, s);
+          return FALSE;
+        }
+      named = resnet_resample[i];
+    }
+  if (named >= 0)
+    *type = named ? DDIM_RESAMPLE_RESNET : DDIM_RESAMPLE_CONV;
+  return TRUE;
+}
+
+void
+ddim_unet_config_init (DdimUNetConfig *c)
+{
+  static const int boc[] = { 224, 448, 672, 896 };
+  memset (c, 0, sizeof *c);
+  c->sample_size = 0;
+  c->in_channels = 3;
+  c->out_channels = 3;
+  c->flip_sin_to_cos = TRUE;
+  c->freq_shift = 0;
+  c->n_levels = 4;
+  memcpy (c->block_out_channels, boc, sizeof boc);
+  for (int i = 0; i < 4; i++)
+    {
+      c->down_blocks[i] = i == 0 ? DDIM_BLOCK_PLAIN : DDIM_BLOCK_ATTENTION;
+      c->up_blocks[i] = i == 3 ? DDIM_BLOCK_PLAIN : DDIM_BLOCK_ATTENTION;
+    }
+  c->layers_per_block = 2;
+  c->mid_block_scale_factor = 1;
+  c->downsample_padding = 1;
+  c->attention_head_dim = 8;
+  c->norm_num_groups = 32;
+  c->attn_norm_num_groups = 0;
+  c->norm_eps = 1e-5;
+  c->scale_shift = FALSE;
+  c->add_attention = TRUE;
+  c->downsample_type = DDIM_RESAMPLE_CONV;
+  c->upsample_type = DDIM_RESAMPLE_CONV;
+  c->resample_with_conv = TRUE;
+}
+
+static gboolean
+invalid (GError **error, int code, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+
+static gboolean
+invalid (GError **error, int code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (error, DDIM_ERROR, code, "config.json: %s", msg);
+  return FALSE;
+}
+
+/* Attention heads of a block of @channels: 0 if they do not divide it. */
+static int
+heads_for (const DdimUNetConfig *c, int channels, gboolean up)
+{
+  int fixed = up && c->attention_heads_up > 0 ? c->attention_heads_up : c->attention_heads;
+  if (fixed > 0)
+    return channels % fixed == 0 ? fixed : 0;
+  if (c->attention_head_dim > 0)
+    return channels % c->attention_head_dim == 0 ? channels / c->attention_head_dim : 0;
+  return 1;
+}
+
+gboolean
+ddim_unet_config_validate (const DdimUNetConfig *c, GError **error)
+{
+  g_return_val_if_fail (c != NULL, FALSE);
+  if (c->n_levels < 1 || c->n_levels > DDIM_MAX_LEVELS)
+    return invalid (error, DDIM_ERROR_UNSUPPORTED, "%d levels are not supported (1 to %d)",
+                    c->n_levels, DDIM_MAX_LEVELS);
+  for (int i = 0; i < c->n_levels; i++)
+    if (c->block_out_channels[i] <= 0 || c->block_out_channels[i] > 65536)
+      return invalid (error, DDIM_ERROR_FORMAT,
+                      "block_out_channels[%d] = %d is not a valid channel count", i,
+                      c->block_out_channels[i]);
+  if (c->in_channels < 1 || c->in_channels > 64 || c->out_channels < 1 || c->out_channels > 64)
+    return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                    "in_channels %d / out_channels %d are not supported (1 to 64)",
+                    c->in_channels, c->out_channels);
+  if (c->layers_per_block < 1 || c->layers_per_block > 16)
+    return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                    "layers_per_block %d is not supported (1 to 16)", c->layers_per_block);
+  if (c->downsample_padding != 0 && c->downsample_padding != 1)
+    return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                    "downsample_padding %d is not supported (0 or 1)", c->downsample_padding);
+  if (!(c->norm_eps > 0 && c->norm_eps <= 1))
+    return invalid (error, DDIM_ERROR_FORMAT, "norm_eps %g is not valid", c->norm_eps);
+  if (!(c->mid_block_scale_factor > 0 && c->mid_block_scale_factor < 1e6))
+    return invalid (error, DDIM_ERROR_FORMAT, "mid_block_scale_factor %g is not valid",
+                    c->mid_block_scale_factor);
+  if (!(fabs (c->freq_shift) < 1e6))
+    return invalid (error, DDIM_ERROR_FORMAT, "freq_shift %g is not valid", c->freq_shift);
+  if (c->attention_head_dim < 0 || c->attention_heads < 0 || c->attention_heads_up < 0)
+    return invalid (error, DDIM_ERROR_UNSUPPORTED, "attention_head_dim %d / heads %d / %d "
+                    "are not supported", c->attention_head_dim, c->attention_heads,
+                    c->attention_heads_up);
+  int groups[2] = { c->norm_num_groups, c->attn_norm_num_groups };
+  for (int gi = 0; gi < 2; gi++)
+    {
+      if (gi == 1 && groups[gi] == 0)
+        continue;
+      const char *field = gi ? "attn_norm_num_groups" : "norm_num_groups";
+      if (groups[gi] < 1)
+        return invalid (error, DDIM_ERROR_UNSUPPORTED, "%s %d is not supported", field,
+                        groups[gi]);
+      for (int i = 0; i < c->n_levels; i++)
+        if (c->block_out_channels[i] % groups[gi] != 0)
+          return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                          "%s %d does not divide block_out_channels[%d] = %d", field,
+                          groups[gi], i, c->block_out_channels[i]);
+    }
+  for (int i = 0; i < c->n_levels; i++)
+    {
+      int ch = c->block_out_channels[i];
+      gboolean down_attn = c->down_blocks[i] == DDIM_BLOCK_ATTENTION
+                           || (i == c->n_levels - 1 && c->add_attention);
+      gboolean up_attn = c->up_blocks[c->n_levels - 1 - i] == DDIM_BLOCK_ATTENTION;
+      if ((down_attn && heads_for (c, ch, FALSE) == 0) || (up_attn && heads_for (c, ch, TRUE) == 0))
+        {
+          if (c->attention_heads == 0 && c->attention_heads_up == 0)
+            return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                            "attention_head_dim %d does not divide block_out_channels[%d] = %d",
+                            c->attention_head_dim, i, ch);
+          return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                          "the attention heads (%d, upsampling %d) do not divide "
+                          "block_out_channels[%d] = %d", c->attention_heads,
+                          c->attention_heads_up, i, ch);
+        }
+    }
+  if (c->sample_size < 0 || c->sample_size > 16384)
+    return invalid (error, DDIM_ERROR_FORMAT, "sample_size %d is not valid", c->sample_size);
   return TRUE;
 }
 
 static gboolean
 parse_object (JsonObject *o, DdimUNetConfig *c, GError **error)
 {
-  memset (c, 0, sizeof *c);
+  ddim_unet_config_init (c);
 
   const char *cls = get_string (o, "_class_name", "UNet2DModel", error);
   if (cls == NULL)
@@ -196,11 +367,23 @@ parse_object (JsonObject *o, DdimUNetConfig *c, GError **error)
       || !get_int (o, "norm_num_groups", 32, &c->norm_num_groups, error)
       || !get_int (o, "attn_norm_num_groups", 0, &c->attn_norm_num_groups, error)
       || !get_double (o, "norm_eps", 1e-5, &c->norm_eps, error)
-      || !get_bool (o, "add_attention", TRUE, &c->add_attention, error))
+      || !get_bool (o, "add_attention", TRUE, &c->add_attention, error)
+      || !get_bool (o, "ddim_resample_with_conv", TRUE, &c->resample_with_conv, error)
+      || !get_bool (o, "ddim_learned_sigma", FALSE, &c->learned_sigma, error)
+      || !get_int (o, "ddim_attention_heads", 0, &c->attention_heads, error)
+      || !get_int (o, "ddim_attention_heads_upsample", 0, &c->attention_heads_up, error))
     return FALSE;
   /* attention_head_dim null means one head spanning the block's channels. */
   if (json_object_has_member (o, "attention_head_dim") && member_is_null (o, "attention_head_dim"))
     c->attention_head_dim = 0;
+  if (c->learned_sigma)
+    {
+      if (c->out_channels % 2 != 0)
+        return invalid (error, DDIM_ERROR_FORMAT,
+                        "out_channels %d with ddim_learned_sigma must be even (eps, then "
+                        "the variance)", c->out_channels);
+      c->out_channels /= 2;
+    }
 
   const char *s;
   if ((s = get_string (o, "time_embedding_type", "positional", error)) == NULL)
@@ -217,149 +400,51 @@ parse_object (JsonObject *o, DdimUNetConfig *c, GError **error)
     c->scale_shift = TRUE;
   else if (!g_str_equal (s, "default"))
     return unsupported (error, "resnet_time_scale_shift", s);
-  if ((s = get_string (o, "downsample_type", "conv", error)) == NULL)
-    return FALSE;
-  if (!g_str_equal (s, "conv"))
-    return unsupported (error, "downsample_type", s);
-  if ((s = get_string (o, "upsample_type", "conv", error)) == NULL)
-    return FALSE;
-  if (!g_str_equal (s, "conv"))
-    return unsupported (error, "upsample_type", s);
   if (!member_is_null (o, "class_embed_type"))
     return unsupported (error, "class_embed_type", "(class-conditional models)");
   if (!member_is_null (o, "num_class_embeds"))
     return unsupported (error, "num_class_embeds", "(class-conditional models)");
 
   int n_down = 0, n_up = 0;
-  if (!get_block_types (o, "down_block_types", TRUE, &n_down, c->down_blocks, error)
-      || !get_block_types (o, "up_block_types", FALSE, &n_up, c->up_blocks, error))
+  int down_resnet[DDIM_MAX_LEVELS], up_resnet[DDIM_MAX_LEVELS];
+  if (!get_block_types (o, "down_block_types", TRUE, &n_down, c->down_blocks, down_resnet, error)
+      || !get_block_types (o, "up_block_types", FALSE, &n_up, c->up_blocks, up_resnet, error))
     return FALSE;
 
   JsonNode *bo = json_object_get_member (o, "block_out_channels");
-  if (bo == NULL || JSON_NODE_HOLDS_NULL (bo))
+  if (bo != NULL && !JSON_NODE_HOLDS_NULL (bo))
     {
-      static const int def[] = { 224, 448, 672, 896 };
-      c->n_levels = 4;
-      memcpy (c->block_out_channels, def, sizeof def);
-    }
-  else if (!JSON_NODE_HOLDS_ARRAY (bo))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "config.json: field 'block_out_channels' must be a list of integers");
-      return FALSE;
-    }
-  else
-    {
+      if (!JSON_NODE_HOLDS_ARRAY (bo))
+        return invalid (error, DDIM_ERROR_FORMAT,
+                        "field 'block_out_channels' must be a list of integers");
       JsonArray *a = json_node_get_array (bo);
       guint len = json_array_get_length (a);
       if (len < 1 || len > DDIM_MAX_LEVELS)
-        {
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                       "config.json: block_out_channels has %u entries; 1 to %d are supported",
-                       len, DDIM_MAX_LEVELS);
-          return FALSE;
-        }
+        return invalid (error, DDIM_ERROR_UNSUPPORTED,
+                        "block_out_channels has %u entries; 1 to %d are supported", len,
+                        DDIM_MAX_LEVELS);
       c->n_levels = (int) len;
       for (guint i = 0; i < len; i++)
         {
           gint64 v = json_array_get_int_element (a, i);
           if (v <= 0 || v > 65536)
-            {
-              g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                           "config.json: block_out_channels[%u] = %" G_GINT64_FORMAT
-                           " is not a valid channel count", i, v);
-              return FALSE;
-            }
+            return invalid (error, DDIM_ERROR_FORMAT,
+                            "block_out_channels[%u] = %" G_GINT64_FORMAT
+                            " is not a valid channel count", i, v);
           c->block_out_channels[i] = (int) v;
         }
     }
   if (n_down != c->n_levels || n_up != c->n_levels)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "config.json: down_block_types (%d), up_block_types (%d) and "
-                   "block_out_channels (%d) must have the same length",
-                   n_down, n_up, c->n_levels);
-      return FALSE;
-    }
-
-  /* Value checks, each naming the field. */
-  if (c->in_channels < 1 || c->in_channels > 64 || c->out_channels < 1 || c->out_channels > 64)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                   "config.json: in_channels %d / out_channels %d are not supported (1 to 64)",
-                   c->in_channels, c->out_channels);
-      return FALSE;
-    }
-  if (c->layers_per_block < 1 || c->layers_per_block > 16)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                   "config.json: layers_per_block %d is not supported (1 to 16)",
-                   c->layers_per_block);
-      return FALSE;
-    }
-  if (c->downsample_padding != 0 && c->downsample_padding != 1)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                   "config.json: downsample_padding %d is not supported (0 or 1)",
-                   c->downsample_padding);
-      return FALSE;
-    }
-  if (c->norm_eps <= 0 || c->norm_eps > 1)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "config.json: norm_eps %g is not valid", c->norm_eps);
-      return FALSE;
-    }
-  if (c->attention_head_dim < 0)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                   "config.json: attention_head_dim %d is not supported", c->attention_head_dim);
-      return FALSE;
-    }
-  int groups[2] = { c->norm_num_groups, c->attn_norm_num_groups };
-  for (int gi = 0; gi < 2; gi++)
-    {
-      if (gi == 1 && groups[gi] == 0)
-        continue;
-      if (groups[gi] < 1)
-        {
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                       "config.json: %s %d is not supported",
-                       gi ? "attn_norm_num_groups" : "norm_num_groups", groups[gi]);
-          return FALSE;
-        }
-      for (int i = 0; i < c->n_levels; i++)
-        if (c->block_out_channels[i] % groups[gi] != 0)
-          {
-            g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                         "config.json: %s %d does not divide block_out_channels[%d] = %d",
-                         gi ? "attn_norm_num_groups" : "norm_num_groups", groups[gi], i,
-                         c->block_out_channels[i]);
-            return FALSE;
-          }
-    }
-  if (c->attention_head_dim > 0)
-    for (int i = 0; i < c->n_levels; i++)
-      {
-        gboolean attn = c->down_blocks[i] == DDIM_BLOCK_ATTENTION
-                        || c->up_blocks[c->n_levels - 1 - i] == DDIM_BLOCK_ATTENTION
-                        || (i == c->n_levels - 1 && c->add_attention);
-        if (attn && c->block_out_channels[i] % c->attention_head_dim != 0)
-          {
-            g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
-                         "config.json: attention_head_dim %d does not divide "
-                         "block_out_channels[%d] = %d",
-                         c->attention_head_dim, i, c->block_out_channels[i]);
-            return FALSE;
-          }
-      }
-  if (c->sample_size < 0 || c->sample_size > 16384)
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
-                   "config.json: sample_size %d is not valid", c->sample_size);
-      return FALSE;
-    }
-  return TRUE;
+    return invalid (error, DDIM_ERROR_FORMAT,
+                    "down_block_types (%d), up_block_types (%d) and block_out_channels (%d) "
+                    "must have the same length", n_down, n_up, c->n_levels);
+  /* The up blocks resample at all but the last; their flags are in up order. */
+  if (!get_resample_type (o, "downsample_type", down_resnet, c->n_levels, &c->downsample_type,
+                          error)
+      || !get_resample_type (o, "upsample_type", up_resnet, c->n_levels, &c->upsample_type,
+                             error))
+    return FALSE;
+  return ddim_unet_config_validate (c, error);
 }
 
 gboolean
@@ -437,14 +522,34 @@ ddim_unet_config_to_json (const DdimUNetConfig *c)
   json_builder_end_array (b);
   KEY ("center_input_sample"); json_builder_add_boolean_value (b, c->center_input_sample);
   KEY ("class_embed_type"); json_builder_add_null_value (b);
+  /* Extra keys for what diffusers' UNet2DModel cannot express; written
+   * only when they differ from diffusers' behaviour. */
+  if (c->attention_heads > 0)
+    {
+      KEY ("ddim_attention_heads"); json_builder_add_int_value (b, c->attention_heads);
+    }
+  if (c->attention_heads_up > 0)
+    {
+      KEY ("ddim_attention_heads_upsample"); json_builder_add_int_value (b, c->attention_heads_up);
+    }
+  if (c->learned_sigma)
+    {
+      KEY ("ddim_learned_sigma"); json_builder_add_boolean_value (b, TRUE);
+    }
+  if (!c->resample_with_conv)
+    {
+      KEY ("ddim_resample_with_conv"); json_builder_add_boolean_value (b, FALSE);
+    }
+  gboolean down_resnet = c->downsample_type == DDIM_RESAMPLE_RESNET;
+  gboolean up_resnet = c->upsample_type == DDIM_RESAMPLE_RESNET;
   KEY ("down_block_types");
   json_builder_begin_array (b);
   for (int i = 0; i < c->n_levels; i++)
-    json_builder_add_string_value (b, c->down_blocks[i] == DDIM_BLOCK_ATTENTION
-                                          ? "AttnDownBlock2D" : "DownBlock2D");
+    json_builder_add_string_value (b, c->down_blocks[i] == DDIM_BLOCK_ATTENTION ? "AttnDownBlock2D"
+                                      : down_resnet ? "ResnetDownsampleBlock2D" : "DownBlock2D");
   json_builder_end_array (b);
   KEY ("downsample_padding"); json_builder_add_int_value (b, c->downsample_padding);
-  KEY ("downsample_type"); json_builder_add_string_value (b, "conv");
+  KEY ("downsample_type"); json_builder_add_string_value (b, down_resnet ? "resnet" : "conv");
   KEY ("dropout"); json_builder_add_double_value (b, 0.0);
   KEY ("flip_sin_to_cos"); json_builder_add_boolean_value (b, c->flip_sin_to_cos);
   KEY ("freq_shift"); json_builder_add_int_value (b, (gint64) c->freq_shift);
@@ -454,7 +559,8 @@ ddim_unet_config_to_json (const DdimUNetConfig *c)
   KEY ("norm_eps"); json_builder_add_double_value (b, c->norm_eps);
   KEY ("norm_num_groups"); json_builder_add_int_value (b, c->norm_num_groups);
   KEY ("num_class_embeds"); json_builder_add_null_value (b);
-  KEY ("out_channels"); json_builder_add_int_value (b, c->out_channels);
+  KEY ("out_channels");
+  json_builder_add_int_value (b, c->learned_sigma ? 2 * c->out_channels : c->out_channels);
   KEY ("resnet_time_scale_shift");
   json_builder_add_string_value (b, c->scale_shift ? "scale_shift" : "default");
   KEY ("sample_size"); json_builder_add_int_value (b, c->sample_size);
@@ -462,10 +568,10 @@ ddim_unet_config_to_json (const DdimUNetConfig *c)
   KEY ("up_block_types");
   json_builder_begin_array (b);
   for (int i = 0; i < c->n_levels; i++)
-    json_builder_add_string_value (b, c->up_blocks[i] == DDIM_BLOCK_ATTENTION
-                                          ? "AttnUpBlock2D" : "UpBlock2D");
+    json_builder_add_string_value (b, c->up_blocks[i] == DDIM_BLOCK_ATTENTION ? "AttnUpBlock2D"
+                                      : up_resnet ? "ResnetUpsampleBlock2D" : "UpBlock2D");
   json_builder_end_array (b);
-  KEY ("upsample_type"); json_builder_add_string_value (b, "conv");
+  KEY ("upsample_type"); json_builder_add_string_value (b, up_resnet ? "resnet" : "conv");
 #undef KEY
   json_builder_end_object (b);
   g_autoptr (JsonNode) root = json_builder_get_root (b);

@@ -1,9 +1,12 @@
-/* Loading a diffusers model folder. */
+/* Loading a model folder of any family: diffusers (config.json), ermongroup
+ * (config.yml and a .ckpt or .pth) or guided-diffusion (model_flags.txt and a .pt). */
 #include <gio/gio.h>
+#include <string.h>
 
 #include "ddim/error.h"
 #include "ddim/model.h"
 #include "ddim/safetensors.h"
+#include "model/family-private.h"
 
 char *
 ddim_file_sha256 (const char *path, GError **error)
@@ -34,66 +37,256 @@ ddim_file_sha256 (const char *path, GError **error)
   return g_strdup (g_checksum_get_string (sum));
 }
 
-static char *
-weights_dtype (const char *path)
+const char *
+ddim_model_family_name (DdimModelFamily family)
 {
-  g_autoptr (DdimSafetensors) st = ddim_safetensors_open (path, NULL);
-  if (st == NULL)
-    return g_strdup ("unknown");
-  const char *first = NULL;
-  for (guint i = 0; i < ddim_safetensors_get_n_tensors (st); i++)
+  switch (family)
     {
-      const char *d = ddim_dtype_name (ddim_safetensors_get_info_nth (st, i)->dtype);
-      if (first == NULL)
-        first = d;
-      else if (!g_str_equal (first, d))
-        return g_strdup ("mixed");
+    case DDIM_MODEL_FAMILY_ERMONGROUP: return "ermongroup";
+    case DDIM_MODEL_FAMILY_ADM: return "adm";
+    case DDIM_MODEL_FAMILY_DIFFUSERS:
+    default: return "diffusers";
     }
-  return g_strdup (first ? first : "none");
+}
+
+const char *
+ddim_weights_format_name (DdimWeightsFormat format)
+{
+  switch (format)
+    {
+    case DDIM_WEIGHTS_TORCH_ZIP: return "torch-zip";
+    case DDIM_WEIGHTS_TORCH_LEGACY: return "torch-legacy";
+    case DDIM_WEIGHTS_SAFETENSORS:
+    default: return "safetensors";
+    }
+}
+
+static gboolean
+exists_in (const char *folder, const char *name)
+{
+  g_autofree char *p = g_build_filename (folder, name, NULL);
+  return g_file_test (p, G_FILE_TEST_IS_REGULAR);
+}
+
+static gboolean
+read_text (const char *folder, const char *name, char **text, gsize *len, GError **error)
+{
+  g_autofree char *p = g_build_filename (folder, name, NULL);
+  g_autoptr (GError) local = NULL;
+  if (!g_file_get_contents (p, text, len, &local))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot read %s: %s", p, local->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Which family the folder holds, from its config file. */
+static gboolean
+detect_family (const char *folder, DdimModelFamily *family, GError **error)
+{
+  if (!g_file_test (folder, G_FILE_TEST_IS_DIR))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+                   "model folder %s does not exist (expected a diffusers UNet2DModel folder "
+                   "with config.json and diffusion_pytorch_model.safetensors, or an "
+                   "ermongroup config.yml or a guided-diffusion model_flags.txt beside a "
+                   "checkpoint)", folder);
+      return FALSE;
+    }
+  static const struct { const char *file; DdimModelFamily family; } kinds[] = {
+    { "config.json", DDIM_MODEL_FAMILY_DIFFUSERS },
+    { "config.yml", DDIM_MODEL_FAMILY_ERMONGROUP },
+    { "model_flags.txt", DDIM_MODEL_FAMILY_ADM },
+  };
+  const char *found = NULL;
+  for (guint i = 0; i < G_N_ELEMENTS (kinds); i++)
+    if (exists_in (folder, kinds[i].file))
+      {
+        if (found)
+          {
+            g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                         "model folder %s has both %s and %s: keep the one of the model's "
+                         "family", folder, found, kinds[i].file);
+            return FALSE;
+          }
+        found = kinds[i].file;
+        *family = kinds[i].family;
+      }
+  if (found == NULL)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+                   "model folder %s has no config.json (diffusers), config.yml "
+                   "(ermongroup/pesser/SDEdit) or model_flags.txt (guided-diffusion)", folder);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+read_family_config (const char *folder, DdimModelFamily family, DdimUNetConfig *config,
+                    DdimSchedule **schedule, gboolean *has_scheduler_config,
+                    DdimCheckpointLayout *layout, GError **error)
+{
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  *layout = (DdimCheckpointLayout) { family, FALSE, FALSE };
+  if (has_scheduler_config)
+    *has_scheduler_config = FALSE;
+  switch (family)
+    {
+    case DDIM_MODEL_FAMILY_ERMONGROUP:
+      if (!read_text (folder, "config.yml", &text, &len, error))
+        return FALSE;
+      return ddim_ermongroup_config_parse (text, len, config, schedule, &layout->use_ema, error);
+    case DDIM_MODEL_FAMILY_ADM:
+      if (!read_text (folder, "model_flags.txt", &text, &len, error))
+        return FALSE;
+      return ddim_adm_flags_parse (text, len, config, schedule, &layout->new_attention_order,
+                                   error);
+    case DDIM_MODEL_FAMILY_DIFFUSERS:
+    default:
+      {
+        g_autofree char *config_path = g_build_filename (folder, "config.json", NULL);
+        g_autofree char *sched1 = g_build_filename (folder, "scheduler", "scheduler_config.json", NULL);
+        g_autofree char *sched2 = g_build_filename (folder, "scheduler_config.json", NULL);
+        if (!ddim_unet_config_load (config_path, config, error))
+          return FALSE;
+        if (schedule == NULL)
+          return TRUE;
+        gboolean has = TRUE;
+        if (g_file_test (sched1, G_FILE_TEST_EXISTS))
+          *schedule = ddim_schedule_load (sched1, error);
+        else if (g_file_test (sched2, G_FILE_TEST_EXISTS))
+          *schedule = ddim_schedule_load (sched2, error);
+        else
+          *schedule = ddim_schedule_new_default (), has = FALSE;
+        if (has_scheduler_config)
+          *has_scheduler_config = has;
+        return *schedule != NULL;
+      }
+    }
+}
+
+gboolean
+ddim_model_load_config (const char *folder, DdimUNetConfig *config, DdimSchedule **schedule,
+                        DdimModelFamily *family, GError **error)
+{
+  g_return_val_if_fail (folder != NULL && config != NULL, FALSE);
+  DdimModelFamily fam;
+  DdimCheckpointLayout layout;
+  if (!detect_family (folder, &fam, error)
+      || !read_family_config (folder, fam, config, schedule, NULL, &layout, error))
+    return FALSE;
+  if (family)
+    *family = fam;
+  return TRUE;
+}
+
+static int
+compare_names (gconstpointer a, gconstpointer b)
+{
+  return g_strcmp0 (*(char *const *) a, *(char *const *) b);
+}
+
+/* The one file of the folder ending in one of @suffixes (NULL-terminated). */
+static char *
+find_checkpoint (const char *folder, const char *config_name, const char *const *suffixes,
+                 const char *pattern, GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GDir) dir = g_dir_open (folder, 0, &local);
+  if (dir == NULL)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot list %s: %s", folder, local->message);
+      return NULL;
+    }
+  g_autoptr (GPtrArray) hits = g_ptr_array_new_with_free_func (g_free);
+  const char *name;
+  while ((name = g_dir_read_name (dir)) != NULL)
+    for (int i = 0; suffixes[i]; i++)
+      if (g_str_has_suffix (name, suffixes[i]))
+        {
+          g_autofree char *p = g_build_filename (folder, name, NULL);
+          if (g_file_test (p, G_FILE_TEST_IS_REGULAR))
+            g_ptr_array_add (hits, g_strdup (name));
+        }
+  if (hits->len == 0)
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+                   "model folder %s has %s but no %s checkpoint", folder, config_name, pattern);
+      return NULL;
+    }
+  if (hits->len > 1)
+    {
+      g_ptr_array_sort (hits, compare_names);
+      g_ptr_array_add (hits, NULL);
+      g_autofree char *list = g_strjoinv (", ", (char **) hits->pdata);
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_FORMAT,
+                   "model folder %s has several candidate weight files (%s): keep one", folder,
+                   list);
+      return NULL;
+    }
+  return g_build_filename (folder, g_ptr_array_index (hits, 0), NULL);
+}
+
+/* The weights of a diffusers folder, as diffusers picks them
+ * (safetensors before .bin, single files before sharded ones). */
+static char *
+find_diffusers_weights (const char *folder, GError **error)
+{
+  static const char *names[] = {
+    "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json",
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (names); i++)
+    if (exists_in (folder, names[i]))
+      return g_build_filename (folder, names[i], NULL);
+  g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
+               "model folder %s has no diffusion_pytorch_model.safetensors (nor .bin, nor a "
+               "sharded index)", folder);
+  return NULL;
 }
 
 DdimModel *
 ddim_model_load (const char *folder, GError **error)
 {
   g_return_val_if_fail (folder != NULL, NULL);
-  if (!g_file_test (folder, G_FILE_TEST_IS_DIR))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
-                   "model folder %s does not exist (expected a diffusers UNet2DModel folder "
-                   "with config.json and diffusion_pytorch_model.safetensors)", folder);
-      return NULL;
-    }
-  g_autofree char *config_path = g_build_filename (folder, "config.json", NULL);
-  g_autofree char *weights_path = g_build_filename (folder, "diffusion_pytorch_model.safetensors", NULL);
-  g_autofree char *sched1 = g_build_filename (folder, "scheduler", "scheduler_config.json", NULL);
-  g_autofree char *sched2 = g_build_filename (folder, "scheduler_config.json", NULL);
-
-  DdimUNetConfig config;
-  if (!ddim_unet_config_load (config_path, &config, error))
+  DdimModelFamily family;
+  if (!detect_family (folder, &family, error))
     return NULL;
-  if (!g_file_test (weights_path, G_FILE_TEST_EXISTS))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
-                   "model folder %s has no diffusion_pytorch_model.safetensors", folder);
-      return NULL;
-    }
   g_autoptr (DdimModel) m = g_new0 (DdimModel, 1);
   m->path = g_strdup (folder);
-  if (g_file_test (sched1, G_FILE_TEST_EXISTS))
-    m->schedule = ddim_schedule_load (sched1, error), m->has_scheduler_config = TRUE;
-  else if (g_file_test (sched2, G_FILE_TEST_EXISTS))
-    m->schedule = ddim_schedule_load (sched2, error), m->has_scheduler_config = TRUE;
-  else
-    m->schedule = ddim_schedule_new_default ();
-  if (m->schedule == NULL)
+  m->family = family;
+  DdimUNetConfig config;
+  DdimCheckpointLayout layout;
+  if (!read_family_config (folder, family, &config, &m->schedule, &m->has_scheduler_config,
+                           &layout, error))
     return NULL;
-  m->unet = ddim_unet_new_from_safetensors (&config, weights_path, error);
+  static const char *const ckpt_suffixes[] = { ".ckpt", ".pth", NULL };
+  static const char *const pt_suffixes[] = { ".pt", NULL };
+  g_autofree char *weights = family == DDIM_MODEL_FAMILY_ERMONGROUP
+                             ? find_checkpoint (folder, "config.yml", ckpt_suffixes,
+                                                "*.ckpt/*.pth", error)
+                             : family == DDIM_MODEL_FAMILY_ADM
+                             ? find_checkpoint (folder, "model_flags.txt", pt_suffixes, "*.pt",
+                                                error)
+                             : find_diffusers_weights (folder, error);
+  if (weights == NULL)
+    return NULL;
+  g_autoptr (DdimWeightSource) src = ddim_weight_source_open (weights, layout.use_ema,
+                                                              &m->weights_format, error);
+  if (src == NULL)
+    return NULL;
+  m->weights_path = g_strdup (ddim_weight_source_first_path (src));
+  g_autofree char *base = g_path_get_basename (m->weights_path);
+  m->unet = ddim_unet_new_from_source (&config, src, &layout, base, error);
   if (m->unet == NULL)
     return NULL;
-  m->weights_sha256 = ddim_file_sha256 (weights_path, error);
+  m->weights_sha256 = ddim_file_sha256 (m->weights_path, error);
   if (m->weights_sha256 == NULL)
     return NULL;
-  m->weights_dtype = weights_dtype (weights_path);
+  m->weights_dtype = ddim_weight_source_dtype (src);
   return g_steal_pointer (&m);
 }
 
@@ -107,5 +300,6 @@ ddim_model_free (DdimModel *m)
   ddim_schedule_free (m->schedule);
   g_free (m->weights_sha256);
   g_free (m->weights_dtype);
+  g_free (m->weights_path);
   g_free (m);
 }

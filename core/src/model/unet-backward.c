@@ -42,141 +42,21 @@ add_into (float *dst, const float *src, gsize count)
     dst[i] += src[i];
 }
 
+/* The context the units' backward passes (resnet.c, resampler.c) see. */
+static DdimBackRun
+unit_back (Back *b)
+{
+  return (DdimBackRun) { b->u, b->A, b->grad_params, b->tape->temb_act, b->d_temb_act, b->n };
+}
+
 /* Backward of one ResnetBlock2D. @dout: gradient of its output (may be
  * modified). Writes the gradient of its input to @dx. */
 static void
 resnet_backward (Back *b, const DdimResnetLayer *r, const DdimUnitSave *s, int h, int w,
                  float *dout, float *dx)
 {
-  const DdimUNetConfig *c = &b->u->config;
-  DdimArena *A = b->A;
-  int n = b->n;
-  gsize hw = (gsize) h * w;
-  float eps = (float) c->norm_eps;
-  gsize cout_n = (gsize) n * r->cout * hw, cin_n = (gsize) n * r->cin * hw;
-  gsize mark = ddim_arena_mark (A);
-
-  if (r->output_scale != 1.f)
-    for (gsize i = 0; i < cout_n; i++)
-      dout[i] /= r->output_scale;
-
-  /* Shortcut branch first: dx = dshortcut. */
-  if (r->shortcut.w)
-    ddim_conv2d_backward (s->x, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, dout, dx,
-                          G (b, r->shortcut.w), G (b, r->shortcut.b), A);
-  else
-    memcpy (dx, dout, cout_n * sizeof (float));
-
-  /* Recompute t2 (the conv2 input) from h1: conv2's weight gradient needs
-   * it, and the scale-shift backward needs its parts; the input gradient
-   * alone does not. */
-  gboolean want_params = b->grad_params != NULL;
-  float *t2 = ddim_arena_alloc (A, cout_n);
-  float *u = NULL;
-  float *tp_grad = ddim_arena_alloc0 (A, (gsize) n * r->temb_proj.out);
-  if (!c->scale_shift)
-    {
-      if (want_params && s->t2)
-        t2 = s->t2;
-      else if (want_params)
-        ddim_group_norm_forward_threaded (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps,
-                                          r->norm2.gamma, r->norm2.beta, TRUE, t2, A);
-    }
-  else
-    {
-      u = ddim_arena_alloc (A, cout_n);
-      ddim_group_norm_forward (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, FALSE, u);
-      for (int bi = 0; bi < n; bi++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float scale = s->tp[(gsize) bi * 2 * r->cout + ch];
-            float shift = s->tp[(gsize) bi * 2 * r->cout + r->cout + ch];
-            const float *up = u + ((gsize) bi * r->cout + ch) * hw;
-            float *tq = t2 + ((gsize) bi * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              tq[i] = up[i] * (1.f + scale) + shift;   /* pre-SiLU value v */
-          }
-    }
-  float *d_t2 = ddim_arena_alloc (A, cout_n);
-  if (!c->scale_shift)
-    ddim_conv2d_backward (t2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, dout, d_t2,
-                          G (b, r->conv2.w), G (b, r->conv2.b), A);
-  else
-    {
-      /* conv2's input is silu(v); v stays in t2 for the SiLU backward. */
-      float *sv = s->t2;
-      if (sv == NULL)
-        {
-          sv = ddim_arena_alloc (A, cout_n);
-          memcpy (sv, t2, cout_n * sizeof (float));
-          ddim_silu_forward (sv, cout_n);
-        }
-      ddim_conv2d_backward (sv, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, dout, d_t2,
-                            G (b, r->conv2.w), G (b, r->conv2.b), A);
-    }
-
-  float *d_h1 = d_t2; /* in place from here */
-  if (!c->scale_shift)
-    ddim_group_norm_backward (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                              r->norm2.beta, TRUE, d_t2, d_h1, G (b, r->norm2.gamma),
-                              G (b, r->norm2.beta));
-  else
-    {
-      ddim_silu_backward (t2, d_t2, d_t2, cout_n); /* d_v */
-      for (int bi = 0; bi < n; bi++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float scale = s->tp[(gsize) bi * 2 * r->cout + ch];
-            const float *up = u + ((gsize) bi * r->cout + ch) * hw;
-            float *dv = d_t2 + ((gsize) bi * r->cout + ch) * hw;
-            double ds = 0, dsh = 0;
-            for (gsize i = 0; i < hw; i++)
-              {
-                ds += (double) dv[i] * up[i];
-                dsh += dv[i];
-                dv[i] *= 1.f + scale;
-              }
-            tp_grad[(gsize) bi * 2 * r->cout + ch] = (float) ds;
-            tp_grad[(gsize) bi * 2 * r->cout + r->cout + ch] = (float) dsh;
-          }
-      ddim_group_norm_backward (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                                r->norm2.beta, FALSE, d_t2, d_h1, G (b, r->norm2.gamma),
-                                G (b, r->norm2.beta));
-    }
-  if (!c->scale_shift)
-    for (int bi = 0; bi < n; bi++)
-      for (int ch = 0; ch < r->cout; ch++)
-        {
-          const float *p = d_h1 + ((gsize) bi * r->cout + ch) * hw;
-          double sum = 0;
-          for (gsize i = 0; i < hw; i++)
-            sum += p[i];
-          tp_grad[(gsize) bi * r->cout + ch] = (float) sum;
-        }
-
-  /* Time projection: accumulate into the shared time-embedding gradient. */
-  {
-    int temb = r->temb_proj.in;
-    float *d_temb = ddim_arena_alloc (A, (gsize) n * temb);
-    ddim_linear_backward (b->tape->temb_act, n, temb, r->temb_proj.w, r->temb_proj.out, tp_grad,
-                          d_temb, G (b, r->temb_proj.w), G (b, r->temb_proj.b));
-    add_into (b->d_temb_act, d_temb, (gsize) n * temb);
-  }
-
-  /* conv1 on t1 = silu(gn1(x)), recomputed for its weight gradient. */
-  float *t1 = s->t1 ? s->t1 : ddim_arena_alloc (A, cin_n);
-  if (want_params && s->t1 == NULL)
-    ddim_group_norm_forward_threaded (s->x, n, r->cin, (int) hw, r->norm1.groups, eps,
-                                      r->norm1.gamma, r->norm1.beta, TRUE, t1, A);
-  float *d_t1 = ddim_arena_alloc (A, cin_n);
-  ddim_conv2d_backward (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, d_h1, d_t1,
-                        G (b, r->conv1.w), G (b, r->conv1.b), A);
-  ddim_group_norm_backward (s->x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
-                            r->norm1.beta, TRUE, d_t1, d_t1, G (b, r->norm1.gamma),
-                            G (b, r->norm1.beta));
-  add_into (dx, d_t1, cin_n);
-  ddim_arena_release (A, mark);
+  DdimBackRun br = unit_back (b);
+  ddim_resnet_backward (&br, r, s, h, w, dout, dx);
 }
 
 static void
@@ -264,17 +144,9 @@ decoder_backward (Back *b, const float *w)
       int cch = blk->channels;
       if (blk->has_resample)
         {
-          /* o = conv(nearest2x(cur)), at 2h x 2w. */
-          gsize mark = ddim_arena_mark (A);
-          const float *in = tp->up[i][blk->n_resnets - 1].out;
-          float *upb = ddim_arena_alloc (A, (gsize) n * cch * 4 * h * wd);
-          ddim_upsample_nearest2x_forward (in, n, cch, h, wd, upb);
-          float *d_up = ddim_arena_alloc (A, (gsize) n * cch * 4 * h * wd);
-          ddim_conv2d_backward (upb, n, cch, 2 * h, 2 * wd, blk->resample.w, cch, 3, 1, 1, 1, d_cur,
-                                d_up, G (b, blk->resample.w), G (b, blk->resample.b), A);
+          DdimBackRun br = unit_back (b);
           float *d_prev = grad_alloc (b, (gsize) n * cch * h * wd);
-          ddim_upsample_nearest2x_backward (d_up, n, cch, h, wd, d_prev);
-          ddim_arena_release (A, mark);
+          ddim_resampler_backward (&br, blk, FALSE, &tp->up_resampler[i], h, wd, d_cur, d_prev);
           d_cur = d_prev;
         }
       for (int j = blk->n_resnets - 1; j >= 0; j--)
@@ -340,11 +212,9 @@ encoder_backward (Back *b, float *d_h)
           if (b->d_skip[skip])
             add_into (d_cur, b->d_skip[skip], (gsize) n * cch * hwl);
           int ih = h * 2, iw = w * 2;
-          const float *in = tp->down[i][blk->n_resnets - 1].out;
+          DdimBackRun br = unit_back (b);
           float *d_prev = grad_alloc (b, (gsize) n * cch * ih * iw);
-          ddim_conv2d_backward (in, n, cch, ih, iw, blk->resample.w, cch, 3, 2,
-                                c->downsample_padding, 1, d_cur, d_prev, G (b, blk->resample.w),
-                                G (b, blk->resample.b), b->A);
+          ddim_resampler_backward (&br, blk, TRUE, &tp->down_resampler[i], ih, iw, d_cur, d_prev);
           d_cur = d_prev;
           h = ih;
           w = iw;

@@ -26,56 +26,7 @@ static void
 resnet_jvp (Tangent *f, const DdimResnetLayer *r, const DdimUnitSave *s, int h, int w,
             const float *dx, float *dout)
 {
-  const DdimUNetConfig *c = &f->u->config;
-  DdimArena *A = f->A;
-  int n = f->n;
-  gsize hw = (gsize) h * w;
-  float eps = (float) c->norm_eps;
-  gsize cin_n = (gsize) n * r->cin * hw, cout_n = (gsize) n * r->cout * hw;
-  gsize mark = ddim_arena_mark (A);
-
-  float *dt1 = ddim_arena_alloc (A, cin_n);
-  ddim_group_norm_jvp (s->x, dx, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
-                       r->norm1.beta, TRUE, dt1);
-  float *dh1 = ddim_arena_alloc (A, cout_n);
-  ddim_conv2d_jvp (dt1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, dh1, A);
-
-  float *dt2 = ddim_arena_alloc (A, cout_n);
-  if (!c->scale_shift)
-    ddim_group_norm_jvp (s->h1, dh1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                         r->norm2.beta, TRUE, dt2);
-  else
-    {
-      /* v = gn(h1) (1 + scale) + shift, scale and shift constants (time). */
-      float *un = ddim_arena_alloc (A, cout_n);
-      ddim_group_norm_forward (s->h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, FALSE, un);
-      ddim_group_norm_jvp (s->h1, dh1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                           r->norm2.beta, FALSE, dt2);
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float scale = s->tp[(gsize) b * 2 * r->cout + ch];
-            float shift = s->tp[(gsize) b * 2 * r->cout + r->cout + ch];
-            gsize off = ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              {
-                un[off + i] = un[off + i] * (1.f + scale) + shift;
-                dt2[off + i] *= 1.f + scale;
-              }
-          }
-      ddim_silu_jvp (un, dt2, dt2, cout_n);
-    }
-
-  if (r->shortcut.w)
-    ddim_conv2d_jvp (dx, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, dout, A);
-  else
-    memcpy (dout, dx, cout_n * sizeof (float));
-  ddim_conv2d_forward_accumulate (dt2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, dout, A);
-  if (r->output_scale != 1.f)
-    for (gsize i = 0; i < cout_n; i++)
-      dout[i] /= r->output_scale;
-  ddim_arena_release (A, mark);
+  ddim_resnet_jvp (f->u, r, s, f->n, h, w, dx, dout, f->A);
 }
 
 static void
@@ -130,12 +81,10 @@ ddim_unet_hspace_jvp (DdimUNet *u, const float *x, int n, int height, int width,
         }
       if (blk->has_resample)
         {
-          int pad_tl = c->downsample_padding, pad_br = 1;
-          int oh = ddim_conv2d_out_size (h, 3, 2, pad_tl, pad_br);
-          int ow = ddim_conv2d_out_size (w, 3, 2, pad_tl, pad_br);
+          int oh, ow;
+          ddim_resampler_out_size (u, blk, TRUE, h, w, &oh, &ow);
           float *d_next = ddim_arena_alloc (f.G, (gsize) n * blk->channels * oh * ow);
-          ddim_conv2d_jvp (d_cur, n, blk->channels, h, w, blk->resample.w, blk->channels, 3, 2,
-                           pad_tl, pad_br, d_next, f.A);
+          ddim_resampler_jvp (u, blk, TRUE, &tape->down_resampler[i], n, h, w, d_cur, d_next, f.A);
           d_cur = d_next;
           h = oh;
           w = ow;

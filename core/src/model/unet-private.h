@@ -21,12 +21,22 @@ typedef struct {
   int    channels, groups;
 } DdimNormLayer;
 
+/* A resnet that changes resolution (guided-diffusion ResBlock up/down):
+ * after norm1 + SiLU the branch, and the input for the shortcut, are
+ * resampled, and the rest runs at the new size. */
+typedef enum {
+  DDIM_RESNET_SAME,
+  DDIM_RESNET_DOWN,       /* 2x2 average pooling */
+  DDIM_RESNET_UP          /* nearest 2x */
+} DdimResnetResample;
+
 typedef struct {
   DdimNormLayer   norm1, norm2;
   DdimConvLayer   conv1, conv2, shortcut;   /* shortcut.w NULL when cin == cout */
   DdimLinearLayer temb_proj;                /* out = cout, or 2*cout with scale_shift */
   int             cin, cout;
   float           output_scale;
+  DdimResnetResample resample;
 } DdimResnetLayer;
 
 typedef struct {
@@ -38,13 +48,22 @@ typedef struct {
 
 #define DDIM_MAX_LAYERS_PER_BLOCK 17
 
+/* A block's downsampler / upsampler (resampler.c). */
+typedef enum {
+  DDIM_RESAMPLER_CONV,    /* strided conv down; nearest + conv up */
+  DDIM_RESAMPLER_POOL,    /* 2x2 average pooling down; nearest up (no parameters) */
+  DDIM_RESAMPLER_RESNET   /* a resampling resnet */
+} DdimResamplerKind;
+
 typedef struct {
   int                n_resnets;
   DdimResnetLayer    resnets[DDIM_MAX_LAYERS_PER_BLOCK];
   gboolean           has_attention;
   DdimAttentionLayer attentions[DDIM_MAX_LAYERS_PER_BLOCK];
   gboolean           has_resample;          /* downsampler / upsampler */
-  DdimConvLayer      resample;
+  DdimResamplerKind  resample_kind;
+  DdimConvLayer      resample;              /* DDIM_RESAMPLER_CONV */
+  DdimResnetLayer    resample_resnet;       /* DDIM_RESAMPLER_RESNET */
   int                channels;              /* output channels */
 } DdimBlock;
 
@@ -54,6 +73,7 @@ typedef struct {
  * freed or reused. */
 typedef struct {
   const float *x;        /* resnet input ([h, skip] for up blocks) */
+  const float *xr;       /* the input resampled (resampling resnets only) */
   float       *h1;       /* conv1 output plus time term: the input of norm2 */
   float       *tp;       /* time_emb_proj output */
   float       *t1, *t2;  /* inputs of conv1 and conv2 (after norm and SiLU) */
@@ -69,11 +89,11 @@ typedef struct {
   float       *emb, *temb1_pre, *temb2_pre, *temb_act;
   float       *conv_in_out;
   DdimUnitSave down[DDIM_MAX_LEVELS][DDIM_MAX_LAYERS_PER_BLOCK];
-  float       *down_resample_out[DDIM_MAX_LEVELS];
+  DdimUnitSave down_resampler[DDIM_MAX_LEVELS];   /* .x input, .out output */
   DdimUnitSave mid[2];         /* mid[0].attn_in: the mid attention input */
   float       *hspace;         /* mid-block output */
   DdimUnitSave up[DDIM_MAX_LEVELS][DDIM_MAX_LAYERS_PER_BLOCK];
-  float       *up_resample_out[DDIM_MAX_LEVELS];
+  DdimUnitSave up_resampler[DDIM_MAX_LEVELS];
   float       *final_in;       /* input of the output norm */
 } DdimUNetTape;
 
@@ -106,6 +126,70 @@ struct _DdimUNet {
   DdimArena       grad_arena;    /* gradients of the backward pass */
   DdimUNetTape   *tape;          /* created on the first backward */
 };
+
+/* A forward's context: where the units keep what they return (the
+ * tape's store, or the scratch arena on the fast path) and the activated
+ * time embedding every resnet projects. */
+typedef struct {
+  DdimUNet     *u;
+  DdimArena    *scratch;
+  DdimUNetTape *tape;     /* NULL on the fast path */
+  int           n;
+  const float  *temb_act;
+} DdimRun;
+
+static inline float *
+ddim_run_keep_alloc (DdimRun *r, gsize n_floats)
+{
+  return ddim_arena_alloc (r->tape ? &r->tape->store : r->scratch, n_floats);
+}
+
+/* A backward's context. */
+typedef struct {
+  DdimUNet     *u;
+  DdimArena    *scratch;
+  float        *grad_params;  /* NULL: parameter gradients not wanted */
+  const float  *temb_act;     /* the forward's activated time embedding */
+  float        *d_temb_act;   /* its gradient, accumulated */
+  int           n;
+} DdimBackRun;
+
+/* The gradient slot of a parameter, or NULL. */
+static inline float *
+ddim_back_grad (const DdimBackRun *b, const float *param)
+{
+  if (b->grad_params == NULL || param == NULL)
+    return NULL;
+  return b->grad_params + (param - b->u->params);
+}
+
+/* resnet.c: one ResnetBlock2D (optionally resampling). Sizes are the
+ * input's; the output is at ddim_resnet_out_size. */
+void   ddim_resnet_out_size (const DdimResnetLayer *r, int h, int w, int *oh, int *ow);
+/* Returns its output, allocated with ddim_run_keep_alloc. With a tape, @save
+ * receives what the backward needs. */
+float *ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int h, int w,
+                            DdimUnitSave *save);
+/* @dout: gradient of the output (modified); @dx receives the input's. */
+void   ddim_resnet_backward (DdimBackRun *b, const DdimResnetLayer *r, const DdimUnitSave *s,
+                             int h, int w, float *dout, float *dx);
+/* Tangent @dx of the input to @dout of the output (time terms constant). */
+void   ddim_resnet_jvp (DdimUNet *u, const DdimResnetLayer *r, const DdimUnitSave *s, int n,
+                        int h, int w, const float *dx, float *dout, DdimArena *scratch);
+
+/* resampler.c: a block's downsampler (@down) or upsampler at input size
+ * @h x @w; *oh, *ow receive the output size. The forward returns its
+ * output, allocated with ddim_run_keep_alloc (scratch may lie below it). */
+void   ddim_resampler_out_size (const DdimUNet *u, const DdimBlock *blk, gboolean down, int h,
+                                int w, int *oh, int *ow);
+float *ddim_resampler_forward (DdimRun *run, const DdimBlock *blk, gboolean down,
+                               const float *x, int h, int w, DdimUnitSave *save);
+void   ddim_resampler_backward (DdimBackRun *b, const DdimBlock *blk, gboolean down,
+                                const DdimUnitSave *s, int h, int w, float *dout, float *dx);
+void   ddim_resampler_jvp (DdimUNet *u, const DdimBlock *blk, gboolean down,
+                           const DdimUnitSave *s, int n, int h, int w, const float *dx,
+                           float *dout, DdimArena *scratch);
+double ddim_resampler_macs (const DdimUNet *u, const DdimBlock *blk, gboolean down, int h, int w);
 
 /* The forward pass; with @tape, everything the backward needs is kept in
  * it (and nothing is moved in place). @hspace_delta, when not NULL, is

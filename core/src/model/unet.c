@@ -25,120 +25,20 @@ typedef struct {
 
 /* Where a forward puts what it keeps: the scratch arena (fast path, moved
  * and reused) or the tape's store (kept for the backward). */
-typedef struct {
-  DdimUNet     *u;
-  DdimArena    *scratch;
-  DdimUNetTape *tape;
-  int           n;
-  const float  *temb_act;
-} Run;
+typedef DdimRun Run;
 
 static float *
 keep_alloc (Run *r, gsize n_floats)
 {
-  return ddim_arena_alloc (r->tape ? &r->tape->store : r->scratch, n_floats);
+  return ddim_run_keep_alloc (r, n_floats);
 }
 
-/* One ResnetBlock2D. Allocates its output (kept) and returns it. */
+/* One ResnetBlock2D (resnet.c). Allocates its output (kept) and returns it. */
 static float *
 resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w,
                 DdimUnitSave *save)
 {
-  const DdimUNetConfig *c = &run->u->config;
-  DdimArena *A = run->scratch;
-  int n = run->n;
-  gsize hw = (gsize) h * w;
-  float eps = (float) c->norm_eps;
-  float *out = keep_alloc (run, (gsize) n * r->cout * hw);
-  float *h1 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
-  float *tp = run->tape ? keep_alloc (run, (gsize) n * r->temb_proj.out) : NULL;
-  /* With a tape, the inputs of conv1 and conv2 are kept for their weight
-   * gradients; otherwise one scratch buffer serves both. */
-  float *t1 = run->tape ? keep_alloc (run, (gsize) n * r->cin * hw) : NULL;
-  float *t2 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
-  gsize mark = ddim_arena_mark (A);
-  if (t1 == NULL)
-    t2 = t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
-  if (h1 == NULL)
-    h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
-  if (tp == NULL)
-    tp = ddim_arena_alloc (A, (gsize) n * r->temb_proj.out);
-
-  ddim_group_norm_forward_threaded (x, n, r->cin, (int) hw, r->norm1.groups, eps, r->norm1.gamma,
-                           r->norm1.beta, TRUE, t1, A);
-  ddim_linear_forward (run->temb_act, n, r->temb_proj.in, r->temb_proj.w, r->temb_proj.b,
-                       r->temb_proj.out, tp);
-  /* h1 = conv1(t1) + b1 (+ the time projection): biases folded into the
-   * initial values the convolution accumulates onto. */
-  for (int b = 0; b < n; b++)
-    for (int ch = 0; ch < r->cout; ch++)
-      {
-        float v = r->conv1.b[ch] + (c->scale_shift ? 0.f : tp[(gsize) b * r->cout + ch]);
-        float *p = h1 + ((gsize) b * r->cout + ch) * hw;
-        for (gsize i = 0; i < hw; i++)
-          p[i] = v;
-      }
-  ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1, A);
-  if (!c->scale_shift)
-    ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                             r->norm2.beta, TRUE, t2, A);
-  else
-    {
-      ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps, r->norm2.gamma,
-                               r->norm2.beta, FALSE, t2, A);
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float scale = tp[(gsize) b * 2 * r->cout + ch];
-            float shift = tp[(gsize) b * 2 * r->cout + r->cout + ch];
-            float *p = t2 + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] = p[i] * (1.f + scale) + shift;
-          }
-      ddim_silu_forward (t2, (gsize) n * r->cout * hw);
-    }
-
-  /* out = shortcut(x) + b2 + conv2(t2): the shortcut initialises out. */
-  gsize total = (gsize) n * r->cout * hw;
-  if (r->shortcut.w)
-    {
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float v = r->shortcut.b[ch] + r->conv2.b[ch];
-            float *p = out + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] = v;
-          }
-      ddim_conv2d_forward_accumulate (x, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, out,
-                                      A);
-    }
-  else
-    for (int b = 0; b < n; b++)
-      for (int ch = 0; ch < r->cout; ch++)
-        {
-          float v = r->conv2.b[ch];
-          const float *xs = x + ((gsize) b * r->cout + ch) * hw;
-          float *p = out + ((gsize) b * r->cout + ch) * hw;
-          for (gsize i = 0; i < hw; i++)
-            p[i] = xs[i] + v;
-        }
-  ddim_conv2d_forward_accumulate (t2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
-  if (r->output_scale != 1.f)
-    for (gsize i = 0; i < total; i++)
-      out[i] /= r->output_scale;
-  ddim_arena_release (A, mark);
-  if (save)
-    {
-      save->x = x;
-      save->h1 = h1;
-      save->tp = tp;
-      save->t1 = run->tape ? t1 : NULL;
-      save->t2 = run->tape ? t2 : NULL;
-      save->attn_in = NULL;
-      save->out = out;
-    }
-  return out;
+  return ddim_resnet_forward (run, r, x, h, w, save);
 }
 
 void
@@ -284,17 +184,12 @@ encoder_run (Run *run, const float *x, int height, int width, const float *t, En
         }
       if (blk->has_resample)
         {
-          /* downsample_padding 0: pad right and bottom only (diffusers F.pad). */
-          int pad_tl = c->downsample_padding, pad_br = 1;
-          int oh = ddim_conv2d_out_size (h, 3, 2, pad_tl, pad_br);
-          int ow = ddim_conv2d_out_size (w, 3, 2, pad_tl, pad_br);
+          int oh, ow;
+          ddim_resampler_out_size (u, blk, TRUE, h, w, &oh, &ow);
           Activation next = { NULL, ddim_arena_mark (A), blk->channels,
                               (gsize) n * blk->channels * oh * ow };
-          next.data = keep_alloc (run, next.count);
-          ddim_conv2d_forward (cur.data, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
-                               blk->channels, 3, 2, pad_tl, pad_br, next.data, A);
-          if (tape)
-            tape->down_resample_out[i] = next.data;
+          next.data = ddim_resampler_forward (run, blk, TRUE, cur.data, h, w,
+                                              tape ? &tape->down_resampler[i] : NULL);
           h = oh;
           w = ow;
           cur = next;
@@ -363,21 +258,14 @@ decoder_run (Run *run, Activation *skips, int n_skips, Activation cur, int h, in
         }
       if (blk->has_resample)
         {
-          float *up = ddim_arena_alloc (A, (gsize) n * blk->channels * 4 * h * w);
-          ddim_upsample_nearest2x_forward (cur.data, n, blk->channels, h, w, up);
+          float *o = ddim_resampler_forward (run, blk, FALSE, cur.data, h, w,
+                                             tape ? &tape->up_resampler[i] : NULL);
           h *= 2;
           w *= 2;
-          gsize size = (gsize) n * blk->channels * h * w;
-          float *o = keep_alloc (run, size);
-          ddim_conv2d_forward (up, n, blk->channels, h, w, blk->resample.w, blk->resample.b,
-                               blk->channels, 3, 1, 1, 1, o, A);
           if (tape)
-            {
-              tape->up_resample_out[i] = o;
-              cur.data = o;
-            }
+            cur.data = o;
           else
-            cur.data = ddim_arena_relocate (A, cur.mark, o, size);
+            cur.data = ddim_arena_relocate (A, cur.mark, o, (gsize) n * blk->channels * h * w);
         }
     }
   g_assert (n_skips == 0);
@@ -561,9 +449,8 @@ ddim_unet_count_macs (DdimUNet *u, int n, int height, int width)
         }
       if (u->down[i].has_resample)
         {
-          h = ddim_conv2d_out_size (h, 3, 2, c->downsample_padding, 1);
-          w = ddim_conv2d_out_size (w, 3, 2, c->downsample_padding, 1);
-          m += conv_macs (&u->down[i].resample, h, w);
+          m += ddim_resampler_macs (u, &u->down[i], TRUE, h, w);
+          ddim_resampler_out_size (u, &u->down[i], TRUE, h, w, &h, &w);
         }
     }
   m += resnet_macs (&u->mid_resnets[0], h, w) + resnet_macs (&u->mid_resnets[1], h, w);
@@ -579,9 +466,9 @@ ddim_unet_count_macs (DdimUNet *u, int n, int height, int width)
         }
       if (u->up[i].has_resample)
         {
+          m += ddim_resampler_macs (u, &u->up[i], FALSE, h, w);
           h *= 2;
           w *= 2;
-          m += conv_macs (&u->up[i].resample, h, w);
         }
     }
   m += conv_macs (&u->conv_out, h, w);

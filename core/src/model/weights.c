@@ -5,6 +5,7 @@
 
 #include "ddim/error.h"
 #include "ddim/safetensors.h"
+#include "model/family-private.h"
 #include "model/unet-private.h"
 
 /* Table building runs the same code twice: the first pass (params == NULL)
@@ -92,6 +93,7 @@ add_resnet (Builder *b, DdimResnetLayer *r, const char *prefix, int cin, int cou
   r->cin = cin;
   r->cout = cout;
   r->output_scale = scale;
+  r->resample = DDIM_RESNET_SAME;
   add_norm (b, &r->norm1, n1, cin, c->norm_num_groups);
   add_conv (b, &r->conv1, c1, cout, cin, 3);
   add_linear (b, &r->temb_proj, tp, c->scale_shift ? 2 * cout : cout, temb);
@@ -103,7 +105,7 @@ add_resnet (Builder *b, DdimResnetLayer *r, const char *prefix, int cin, int cou
 
 static void
 add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channels,
-               int norm_groups)
+               int norm_groups, gboolean up)
 {
   const DdimUNetConfig *c = &b->unet->config;
   g_autofree char *gn = g_strconcat (prefix, ".group_norm", NULL);
@@ -112,7 +114,9 @@ add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channe
   g_autofree char *v = g_strconcat (prefix, ".to_v", NULL);
   g_autofree char *o = g_strconcat (prefix, ".to_out.0", NULL);
   a->channels = channels;
-  a->heads = c->attention_head_dim > 0 ? channels / c->attention_head_dim : 1;
+  int fixed = up && c->attention_heads_up > 0 ? c->attention_heads_up : c->attention_heads;
+  a->heads = fixed > 0 ? fixed
+             : c->attention_head_dim > 0 ? channels / c->attention_head_dim : 1;
   a->has_norm = norm_groups > 0;
   if (a->has_norm)
     add_norm (b, &a->norm, gn, channels, norm_groups);
@@ -120,6 +124,33 @@ add_attention (Builder *b, DdimAttentionLayer *a, const char *prefix, int channe
   add_linear (b, &a->k, k, channels, channels);
   add_linear (b, &a->v, v, channels, channels);
   add_linear (b, &a->o, o, channels, channels);
+}
+
+/* A block's downsampler / upsampler: "downsamplers.0.conv" (conv),
+ * nothing (pooling), or a resnet named "downsamplers.0" (diffusers'
+ * ResnetBlock2D with down / up). */
+static void
+add_resampler (Builder *b, DdimBlock *blk, const char *blocks, int i, gboolean down)
+{
+  const DdimUNetConfig *c = &b->unet->config;
+  DdimResampleType type = down ? c->downsample_type : c->upsample_type;
+  const char *part = down ? "downsamplers" : "upsamplers";
+  int ch = blk->channels;
+  if (type == DDIM_RESAMPLE_RESNET)
+    {
+      g_autofree char *rp = g_strdup_printf ("%s.%d.%s.0", blocks, i, part);
+      blk->resample_kind = DDIM_RESAMPLER_RESNET;
+      add_resnet (b, &blk->resample_resnet, rp, ch, ch, 1.f);
+      blk->resample_resnet.resample = down ? DDIM_RESNET_DOWN : DDIM_RESNET_UP;
+    }
+  else if (!c->resample_with_conv)
+    blk->resample_kind = DDIM_RESAMPLER_POOL;
+  else
+    {
+      g_autofree char *cp = g_strdup_printf ("%s.%d.%s.0.conv", blocks, i, part);
+      blk->resample_kind = DDIM_RESAMPLER_CONV;
+      add_conv (b, &blk->resample, cp, ch, ch, 3);
+    }
 }
 
 static void
@@ -151,15 +182,12 @@ build_table (Builder *b)
           if (blk->has_attention)
             {
               g_autofree char *ap = g_strdup_printf ("down_blocks.%d.attentions.%d", i, j);
-              add_attention (b, &blk->attentions[j], ap, out_ch, c->norm_num_groups);
+              add_attention (b, &blk->attentions[j], ap, out_ch, c->norm_num_groups, FALSE);
             }
         }
       blk->has_resample = i < L - 1;
       if (blk->has_resample)
-        {
-          g_autofree char *dp = g_strdup_printf ("down_blocks.%d.downsamplers.0.conv", i);
-          add_conv (b, &blk->resample, dp, out_ch, out_ch, 3);
-        }
+        add_resampler (b, blk, "down_blocks", i, TRUE);
     }
 
   int mid = boc[L - 1];
@@ -172,7 +200,7 @@ build_table (Builder *b)
        * norm_num_groups with the default time shift and none otherwise. */
       int groups = c->attn_norm_num_groups > 0 ? c->attn_norm_num_groups
                    : (c->scale_shift ? 0 : c->norm_num_groups);
-      add_attention (b, &u->mid_attention, "mid_block.attentions.0", mid, groups);
+      add_attention (b, &u->mid_attention, "mid_block.attentions.0", mid, groups, FALSE);
     }
   add_resnet (b, &u->mid_resnets[1], "mid_block.resnets.1", mid, mid,
               (float) c->mid_block_scale_factor);
@@ -195,20 +223,21 @@ build_table (Builder *b)
           if (blk->has_attention)
             {
               g_autofree char *ap = g_strdup_printf ("up_blocks.%d.attentions.%d", i, j);
-              add_attention (b, &blk->attentions[j], ap, out, c->norm_num_groups);
+              add_attention (b, &blk->attentions[j], ap, out, c->norm_num_groups, TRUE);
             }
         }
       blk->has_resample = i < L - 1;
       if (blk->has_resample)
-        {
-          g_autofree char *up = g_strdup_printf ("up_blocks.%d.upsamplers.0.conv", i);
-          add_conv (b, &blk->resample, up, out, out, 3);
-        }
+        add_resampler (b, blk, "up_blocks", i, FALSE);
       prev_out = out;
     }
 
   add_norm (b, &u->norm_out, "conv_norm_out", boc[0], c->norm_num_groups);
-  add_conv (b, &u->conv_out, "conv_out", c->out_channels, boc[0], 3);
+  /* With a learned variance the table holds all 2 * out_channels rows
+   * (eps first) but only the eps rows, the first, are computed. */
+  add_conv (b, &u->conv_out, "conv_out", c->learned_sigma ? 2 * c->out_channels : c->out_channels,
+            boc[0], 3);
+  u->conv_out.cout = c->out_channels;
 }
 
 static void
@@ -257,79 +286,16 @@ ddim_unet_free (DdimUNet *u)
   g_free (u);
 }
 
-/* The name a tensor has in old checkpoints (attention keys before diffusers
- * 0.14), or NULL if the scheme is the same. */
-static char *
-old_attention_name (const char *name)
-{
-  static const char *map[][2] = {
-    { ".to_q.", ".query." }, { ".to_k.", ".key." },
-    { ".to_v.", ".value." }, { ".to_out.0.", ".proj_attn." },
-  };
-  for (guint i = 0; i < G_N_ELEMENTS (map); i++)
-    {
-      const char *hit = strstr (name, map[i][0]);
-      if (hit)
-        {
-          g_autofree char *head = g_strndup (name, hit - name);
-          return g_strconcat (head, map[i][1], hit + strlen (map[i][0]), NULL);
-        }
-    }
-  return NULL;
-}
-
 DdimUNet *
 ddim_unet_new_from_safetensors (const DdimUNetConfig *config, const char *weights_path,
                                 GError **error)
 {
-  g_autoptr (DdimSafetensors) st = ddim_safetensors_open (weights_path, error);
-  if (st == NULL)
+  g_autoptr (DdimWeightSource) src = ddim_weight_source_open (weights_path, FALSE, NULL, error);
+  if (src == NULL)
     return NULL;
-  g_autoptr (DdimUNet) u = ddim_unet_alloc (config);
   g_autofree char *base = g_path_get_basename (weights_path);
-
-  for (guint i = 0; i < u->entries->len; i++)
-    {
-      DdimParamEntry *e = &g_array_index (u->entries, DdimParamEntry, i);
-      const DdimTensorInfo *info = ddim_safetensors_lookup (st, e->name);
-      if (info == NULL)
-        {
-          g_autofree char *old = old_attention_name (e->name);
-          if (old)
-            info = ddim_safetensors_lookup (st, old);
-        }
-      if (info == NULL)
-        {
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
-                       "%s: missing tensor '%s' required by config.json", base, e->name);
-          return NULL;
-        }
-      gboolean same = info->ndim == e->ndim;
-      for (int d = 0; same && d < e->ndim; d++)
-        same = info->shape[d] == e->shape[d];
-      /* Old checkpoints may store 1x1 projections as [out, in, 1, 1]. */
-      if (!same && e->ndim == 2 && info->ndim == 4 && info->shape[0] == e->shape[0]
-          && info->shape[1] == e->shape[1] && info->shape[2] == 1 && info->shape[3] == 1)
-        same = TRUE;
-      if (!same)
-        {
-          g_autoptr (GString) want = g_string_new ("[");
-          g_autoptr (GString) got = g_string_new ("[");
-          for (int d = 0; d < e->ndim; d++)
-            g_string_append_printf (want, "%s%" G_GINT64_FORMAT, d ? ", " : "", e->shape[d]);
-          for (int d = 0; d < info->ndim; d++)
-            g_string_append_printf (got, "%s%" G_GINT64_FORMAT, d ? ", " : "", info->shape[d]);
-          g_string_append_c (want, ']');
-          g_string_append_c (got, ']');
-          g_set_error (error, DDIM_ERROR, DDIM_ERROR_MISMATCH,
-                       "%s: tensor '%s' has shape %s, config.json implies %s",
-                       base, info->name, got->str, want->str);
-          return NULL;
-        }
-      if (!ddim_tensor_info_to_f32 (info, u->params + e->offset, error))
-        return NULL;
-    }
-  return g_steal_pointer (&u);
+  DdimCheckpointLayout layout = { DDIM_MODEL_FAMILY_DIFFUSERS, FALSE, FALSE };
+  return ddim_unet_new_from_source (config, src, &layout, base, error);
 }
 
 /* splitmix64: a tiny deterministic generator for random initialisation. */

@@ -155,6 +155,12 @@ void ddim_upsample_nearest2x_forward (const float *x, int n, int c, int h, int w
 /* Its adjoint: dx [n, c, h, w] (h, w of x) = sums of the 2x2 blocks of dy. */
 void ddim_upsample_nearest2x_backward (const float *dy, int n, int c, int h, int w, float *dx);
 
+/* 2x2 average pooling with stride 2 (torch avg_pool2d(x, 2)): y [n, c,
+ * h/2, w/2] for x [n, c, h, w]. Linear, so its JVP is itself. */
+void ddim_avgpool2x_forward (const float *x, int n, int c, int h, int w, float *y);
+/* Its adjoint: dx [n, c, h, w] (h, w of x; overwritten) from dy. */
+void ddim_avgpool2x_backward (const float *dy, int n, int c, int h, int w, float *dx);
+
 /* Sinusoidal timestep embedding as diffusers' get_timestep_embedding:
  * emb [n, dim] from timesteps t [n]; [sin, cos] halves, or [cos, sin] when
  * @flip_sin_to_cos. Computed in float32 like the reference. */
