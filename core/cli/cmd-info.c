@@ -76,7 +76,11 @@ print_text (const DdimModel *m)
   kv ("model", "%s", m->path);
   kv ("family", "%s", ddim_model_family_name (m->family));
   kv ("sample size", "%dx%d (sizes must be multiples of %d)", c->sample_size, c->sample_size, f);
-  kv ("channels", "%d in, %d out", c->in_channels, c->out_channels);
+  if (c->learned_sigma)
+    kv ("channels", "%d in, %d out (+ %d of a learned variance, not computed)", c->in_channels,
+        c->out_channels, c->out_channels);
+  else
+    kv ("channels", "%d in, %d out", c->in_channels, c->out_channels);
   kv ("center input sample", "%s", yes_no (c->center_input_sample));
   kv ("levels", "%d", c->n_levels);
   for (int i = 0; i < c->n_levels; i++)
@@ -107,6 +111,13 @@ print_text (const DdimModel *m)
   kv ("  freq_shift", "%g", c->freq_shift);
   kv ("time scale shift", "%s", c->scale_shift ? "scale_shift" : "default");
   kv ("downsample padding", "%d", c->downsample_padding);
+  /* How levels change resolution (guided-diffusion's resblock_updown, or
+   * ermongroup's resamp_with_conv false). */
+  kv ("resampling", "%s down, %s up",
+      c->downsample_type == DDIM_RESAMPLE_RESNET ? "resnet"
+      : c->resample_with_conv ? "conv" : "average pooling",
+      c->upsample_type == DDIM_RESAMPLE_RESNET ? "resnet"
+      : c->resample_with_conv ? "conv" : "nearest");
 
   gsize n_params = ddim_unet_get_n_params (m->unet);
   g_autofree char *np = cli_group_thousands (n_params);
@@ -131,6 +142,10 @@ print_text (const DdimModel *m)
   kv ("  timestep spacing", "%s", ddim_spacing_to_string (s->spacing));
   kv ("  steps offset", "%d", s->steps_offset);
   kv ("  set alpha to one", "%s", bool_str (s->set_alpha_to_one));
+  kv ("  alphas arithmetic", "%s",
+      s->arithmetic == DDIM_ALPHAS_FLOAT64 ? "float64 (guided-diffusion)"
+      : s->arithmetic == DDIM_ALPHAS_FLOAT64_BETAS ? "float64 betas (ermongroup)"
+      : "float32 (diffusers)");
   if (s->clip_sample)
     kv ("  clip sample", "true (range %g)", s->clip_sample_range);
   else
