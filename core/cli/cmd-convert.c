@@ -1,7 +1,9 @@
 /* ddim convert MODEL -o DIR: a model folder of any family (diffusers,
  * ermongroup, ADM; safetensors or torch.save weights) rewritten as a
- * diffusers safetensors folder that loads faster and computes the same
- * numbers. */
+ * diffusers safetensors folder that computes the same numbers and needs
+ * no pickle reader (it loads at least as fast: as fast as a plain torch
+ * state dict, about twice as fast as a training checkpoint carrying
+ * optimizer state, by callgrind on the fixtures). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,7 +307,7 @@ cli_cmd_convert (int argc, char **argv)
       "PyTorch weights) as a diffusers folder: config.json,\n"
       "diffusion_pytorch_model.safetensors and scheduler/scheduler_config.json,\n"
       "plus MODEL's directions.safetensors re-keyed to the new weights. The\n"
-      "result loads faster and, with F32 weights, gives bit-identical outputs;\n"
+      "result loads at least as fast and, with F32 weights, gives bit-identical outputs;\n"
       "convert checks that by loading it back. The folder appears complete or\n"
       "not at all. A learned encoder (MODEL/encoder) is not carried over: it is\n"
       "tied to the source weights' hash; retrain it with 'ddim train-encoder'.");
