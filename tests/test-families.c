@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 
 #include "ddim/ddim.h"
+#include "model/family-private.h"
 
 static char *
 torch_fixture (const char *rel)
@@ -206,6 +207,161 @@ test_bin_twin (void)
   g_assert_cmpmem (a->schedule->alphas_cumprod, 4000, b->schedule->alphas_cumprod, 4000);
 }
 
+static void
+copy_file (const char *from, const char *to)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_assert_true (g_file_get_contents (from, &data, &len, NULL));
+  g_assert_true (g_file_set_contents (to, data, (gssize) len, NULL));
+}
+
+/* Sharded weights (an index json naming each tensor's shard): torch.save
+ * shards, and safetensors shards written here with half the tensors each. */
+static void
+test_sharded (void)
+{
+  const char *root = g_getenv ("DDIM_FIXTURES_DIR");
+  if (root == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  g_autofree char *st_dir = g_build_filename (root, "diffusers", "tiny-cifar", NULL);
+  g_autofree char *bin = g_build_filename (root, "torch", "diffusers-bin", "tiny-cifar-bin",
+                                           "diffusion_pytorch_model.bin", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimModel) ref = ddim_model_load (st_dir, &error);
+  g_assert_no_error (error);
+  DdimUNet *u = ref->unet;
+  guint nt = ddim_unet_get_n_tensors (u);
+  for (int kind = 0; kind < 2; kind++)
+    {
+      g_autofree char *dir = g_dir_make_tmp ("ddim-shards-XXXXXX", &error);
+      g_assert_no_error (error);
+      g_autofree char *cfg_from = g_build_filename (st_dir, "config.json", NULL);
+      g_autofree char *cfg_to = g_build_filename (dir, "config.json", NULL);
+      copy_file (cfg_from, cfg_to);
+      const char *ext = kind ? "safetensors" : "bin";
+      g_autofree char *a = g_strdup_printf ("diffusion_pytorch_model-00001-of-00002.%s", ext);
+      g_autofree char *b = g_strdup_printf ("diffusion_pytorch_model-00002-of-00002.%s", ext);
+      g_autofree char *pa = g_build_filename (dir, a, NULL), *pb = g_build_filename (dir, b, NULL);
+      g_autoptr (DdimSafetensorsWriter) wa = ddim_safetensors_writer_new ();
+      g_autoptr (DdimSafetensorsWriter) wb = ddim_safetensors_writer_new ();
+      g_autoptr (GString) index = g_string_new ("{\"metadata\": {}, \"weight_map\": {");
+      for (guint i = 0; i < nt; i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *data;
+          const char *name = ddim_unet_get_tensor (u, i, &ndim, shape, &data);
+          ddim_safetensors_writer_add_f32 (i % 2 ? wb : wa, name, ndim, shape, data);
+          g_string_append_printf (index, "%s\"%s\": \"%s\"", i ? ", " : "", name, i % 2 ? b : a);
+        }
+      g_string_append (index, "}}");
+      if (kind)
+        {
+          g_assert_true (ddim_safetensors_writer_save (wa, pa, &error));
+          g_assert_true (ddim_safetensors_writer_save (wb, pb, &error));
+        }
+      else
+        {
+          /* Both shards hold every tensor; the index decides. */
+          copy_file (bin, pa);
+          copy_file (bin, pb);
+        }
+      g_autofree char *ip = g_strdup_printf ("%s/diffusion_pytorch_model.%s.index.json", dir, ext);
+      g_assert_true (g_file_set_contents (ip, index->str, -1, NULL));
+      g_autoptr (DdimModel) m = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_cmpstr (m->weights_path, ==, pa);
+      g_assert_cmpint (m->weights_format, ==, kind ? DDIM_WEIGHTS_SAFETENSORS : DDIM_WEIGHTS_TORCH_ZIP);
+      gsize np = ddim_unet_get_n_params (u);
+      g_assert_cmpmem (ddim_unet_get_params (m->unet), np * 4, ddim_unet_get_params (u), np * 4);
+      /* A shard the index names but the folder lacks. */
+      g_remove (pb);
+      g_autoptr (DdimModel) bad = ddim_model_load (dir, &error);
+      g_assert_null (bad);
+      g_assert_error (error, DDIM_ERROR, DDIM_ERROR_IO);
+      g_clear_error (&error);
+      g_remove (pa);
+      g_remove (ip);
+      g_remove (cfg_to);
+      g_rmdir (dir);
+    }
+}
+
+/* What `ddim convert` writes (config.json, the parameter table as
+ * safetensors, scheduler_config.json) loads back to the same model: the
+ * same parameters, bit-identical outputs, the same alphas. For the ADM
+ * fixture also without the extra learned-sigma key, as a diffusers
+ * conversion writes it (variance_type learned_range and 6 channels out). */
+static void
+test_convert_roundtrip (gconstpointer data)
+{
+  const Fixture *fx = data;
+  DdimModel *m;
+  DdimSafetensors *cases;
+  if (!load_fixture (fx, &m, &cases))
+    return;
+  g_autoptr (GError) error = NULL;
+  for (int variant = 0; variant < (m->unet && ddim_unet_get_config (m->unet)->learned_sigma ? 2 : 1);
+       variant++)
+    {
+      g_autofree char *dir = g_dir_make_tmp ("ddim-convert-XXXXXX", &error);
+      g_assert_no_error (error);
+      g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
+      g_autofree char *wts = g_build_filename (dir, "diffusion_pytorch_model.safetensors", NULL);
+      g_autofree char *sch = g_build_filename (dir, "scheduler_config.json", NULL);
+      g_autofree char *json = ddim_unet_config_to_json (ddim_unet_get_config (m->unet));
+      if (variant == 1)
+        {
+          char *key = strstr (json, "  \"ddim_learned_sigma\": true,\n");
+          g_assert_nonnull (key);
+          memmove (key, key + strlen ("  \"ddim_learned_sigma\": true,\n"),
+                   strlen (key + strlen ("  \"ddim_learned_sigma\": true,\n")) + 1);
+        }
+      g_assert_true (g_file_set_contents (cfg, json, -1, NULL));
+      g_autofree char *sj = ddim_schedule_to_json (m->schedule);
+      g_assert_true (g_file_set_contents (sch, sj, -1, NULL));
+      g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+      for (guint i = 0; i < ddim_unet_get_n_tensors (m->unet); i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *p;
+          const char *name = ddim_unet_get_tensor (m->unet, i, &ndim, shape, &p);
+          ddim_safetensors_writer_add_f32 (w, name, ndim, shape, p);
+        }
+      g_assert_true (ddim_safetensors_writer_save (w, wts, &error));
+      g_autoptr (DdimModel) back = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (back->family, ==, DDIM_MODEL_FAMILY_DIFFUSERS);
+      g_assert_cmpmem (ddim_unet_get_config (back->unet), sizeof (DdimUNetConfig),
+                       ddim_unet_get_config (m->unet), sizeof (DdimUNetConfig));
+      int T = m->schedule->num_train_timesteps;
+      g_assert_cmpint (back->schedule->num_train_timesteps, ==, T);
+      g_assert_cmpmem (back->schedule->alphas_cumprod, T * 4, m->schedule->alphas_cumprod, T * 4);
+      g_assert_cmpint (back->schedule->prediction, ==, m->schedule->prediction);
+      const DdimTensorInfo *xi, *ti;
+      g_autofree float *x = read_case (cases, "forward.x", &xi);
+      g_autofree float *t = read_case (cases, "forward.t", &ti);
+      const DdimUNetConfig *c = ddim_unet_get_config (m->unet);
+      int n = (int) xi->shape[0], h = (int) xi->shape[2], wd = (int) xi->shape[3];
+      gsize count = (gsize) n * c->out_channels * h * wd;
+      g_autofree float *o1 = g_new (float, count), *o2 = g_new (float, count);
+      g_assert_true (ddim_unet_forward (m->unet, x, n, h, wd, t, o1, &error));
+      g_assert_true (ddim_unet_forward (back->unet, x, n, h, wd, t, o2, &error));
+      g_assert_cmpmem (o1, count * 4, o2, count * 4);
+      g_remove (cfg);
+      g_remove (wts);
+      g_remove (sch);
+      g_rmdir (dir);
+    }
+  ddim_safetensors_free (cases);
+  ddim_model_free (m);
+}
+
 /* ---- config parsing -------------------------------------------------- */
 
 static const char *sdedit_yml =
@@ -370,6 +526,7 @@ test_adm_parse (void)
       "# the 64x64 model\nMODEL_FLAGS=\"--attention_resolutions 32,16,8 --num_channels 192 "
       "--num_heads 4 --num_heads_upsample 2 --use_new_attention_order True\"\n"
       "--noise_schedule=cosine --diffusion_steps 4000 --dropout 0.1 --predict_xstart y\n";
+  g_clear_pointer (&s, ddim_schedule_free);
   g_assert_true (ddim_adm_flags_parse (flags64, strlen (flags64), &c, &s, &new_order, &error));
   g_assert_no_error (error);
   g_assert_true (new_order);
@@ -485,6 +642,21 @@ test_folder_errors (void)
   g_assert_null (m);
   g_assert_nonnull (strstr (error->message, "has model_flags.txt but no *.pt checkpoint"));
   g_clear_error (&error);
+  /* A class-conditional checkpoint under class_cond False flags. */
+  g_autofree char *pt = g_build_filename (dir, "model.pt", NULL);
+  {
+    g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+    float emb[4] = { 0 };
+    gint64 shape[2] = { 2, 2 };
+    ddim_safetensors_writer_add_f32 (w, "label_emb.weight", 2, shape, emb);
+    g_assert_true (ddim_safetensors_writer_save (w, pt, &error));
+  }
+  m = ddim_model_load (dir, &error);
+  g_assert_null (m);
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED);
+  g_assert_nonnull (strstr (error->message, "class embeddings (label_emb.weight)"));
+  g_clear_error (&error);
+  g_remove (pt);
   g_remove (flags);
   g_rmdir (dir);
   g_assert_cmpstr (ddim_weights_format_name (DDIM_WEIGHTS_TORCH_LEGACY), ==, "torch-legacy");
@@ -656,6 +828,97 @@ test_grad (gconstpointer data)
   g_assert_cmpfloat (fabs (lhs - rhs), <, 1e-4 * sqrt (dotd (jv, jv, hs) * dotd (uu, uu, hs)));
 }
 
+/* guided-diffusion's fused qkv in both head orders: a random model's
+ * parameters written under guided-diffusion's names, q, k and v fused
+ * here (legacy: per head [q k v]; new: [all q, all k, all v]), load back
+ * to the same parameters. */
+static void
+test_adm_qkv_orders (void)
+{
+  static const char *flags =
+      "--image_size 8 --num_channels 32 --channel_mult 1,2 --num_res_blocks 1 "
+      "--attention_resolutions 8,4 --num_heads 2 --num_heads_upsample 4 --learn_sigma True "
+      "--resblock_updown True --use_new_attention_order %s\n";
+  for (int new_order = 0; new_order < 2; new_order++)
+    {
+      g_autofree char *text = g_strdup_printf (flags, new_order ? "True" : "False");
+      DdimUNetConfig c;
+      g_autoptr (GError) error = NULL;
+      g_assert_true (ddim_adm_flags_parse (text, strlen (text), &c, NULL, NULL, &error));
+      g_autoptr (DdimUNet) u = ddim_unet_new_random (&c, 11 + new_order);
+      g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
+      g_autoptr (GHashTable) fused = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      g_autoptr (GHashTable) fused_shape = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      int n_fused_parts = 0;
+      for (guint i = 0; i < ddim_unet_get_n_tensors (u); i++)
+        {
+          int ndim;
+          gint64 shape[4];
+          float *p;
+          const char *name = ddim_unet_get_tensor (u, i, &ndim, shape, &p);
+          DdimCheckpointKey k;
+          g_assert_true (ddim_adm_key (&c, new_order, name, &k));
+          if (k.part < 0)
+            {
+              /* Attention projections are Conv1d [o, i, 1] there. */
+              gint64 s3[4] = { shape[0], shape[1], 1, 0 };
+              gboolean conv1d = ndim == 2 && strstr (k.key, "proj_out") != NULL;
+              ddim_safetensors_writer_add_f32 (w, k.key, conv1d ? 3 : ndim, conv1d ? s3 : shape, p);
+              g_free (k.key);
+              continue;
+            }
+          gsize C = (gsize) shape[0], row = ndim == 2 ? (gsize) shape[1] : 1, ch = C / k.heads;
+          float *buf = g_hash_table_lookup (fused, k.key);
+          if (buf == NULL)
+            {
+              buf = g_new0 (float, 3 * C * row);
+              g_hash_table_insert (fused, g_strdup (k.key), buf);
+              gint64 *fs = g_new0 (gint64, 4);
+              fs[0] = 3 * (gint64) C;
+              fs[1] = ndim == 2 ? (gint64) row : 0;
+              fs[2] = ndim == 2 ? 1 : 0;
+              fs[3] = ndim == 2 ? 3 : 1;   /* ndim of the fused tensor */
+              g_hash_table_insert (fused_shape, g_strdup (k.key), fs);
+            }
+          for (int h = 0; h < k.heads; h++)
+            for (gsize r = 0; r < ch; r++)
+              {
+                gsize dst = new_order ? k.part * C + h * ch + r : h * 3 * ch + k.part * ch + r;
+                memcpy (buf + dst * row, p + (h * ch + r) * row, row * sizeof (float));
+              }
+          n_fused_parts++;
+          g_free (k.key);
+        }
+      GHashTableIter it;
+      gpointer key, val;
+      g_hash_table_iter_init (&it, fused);
+      while (g_hash_table_iter_next (&it, &key, &val))
+        {
+          gint64 *fs = g_hash_table_lookup (fused_shape, key);
+          ddim_safetensors_writer_add_f32 (w, key, (int) fs[3], fs, val);
+        }
+      g_assert_cmpint (n_fused_parts, >=, 3 * 2 * 5);   /* q, k, v weight and bias, 5 layers */
+      g_autofree char *dir = g_dir_make_tmp ("ddim-adm-XXXXXX", &error);
+      g_autofree char *ff = g_build_filename (dir, "model_flags.txt", NULL);
+      g_autofree char *pt = g_build_filename (dir, "model.pt", NULL);
+      g_assert_true (g_file_set_contents (ff, text, -1, NULL));
+      g_assert_true (ddim_safetensors_writer_save (w, pt, &error));
+      g_autoptr (DdimModel) m = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      gsize np = ddim_unet_get_n_params (u);
+      g_assert_cmpmem (ddim_unet_get_params (m->unet), np * 4, ddim_unet_get_params (u), np * 4);
+      /* The other order scrambles the heads. */
+      g_autofree char *other = g_strdup_printf (flags, new_order ? "False" : "True");
+      g_assert_true (g_file_set_contents (ff, other, -1, NULL));
+      g_autoptr (DdimModel) m2 = ddim_model_load (dir, &error);
+      g_assert_no_error (error);
+      g_assert_true (memcmp (ddim_unet_get_params (m2->unet), ddim_unet_get_params (u), np * 4) != 0);
+      g_remove (ff);
+      g_remove (pt);
+      g_rmdir (dir);
+    }
+}
+
 /* ---- the benchmark configurations ------------------------------------- */
 
 static void
@@ -708,16 +971,20 @@ main (int argc, char **argv)
       g_test_add_data_func (p1, &fixtures[i], test_forward);
       if (fixtures[i].family != DDIM_MODEL_FAMILY_DIFFUSERS)
         {
+          g_autofree char *p3 = g_strdup_printf ("/families/%s/convert", fixtures[i].dir);
+          g_test_add_data_func (p3, &fixtures[i], test_convert_roundtrip);
           g_autofree char *p2 = g_strdup_printf ("/families/%s/sample", fixtures[i].dir);
           g_test_add_data_func (p2, &fixtures[i], test_sample);
         }
     }
   g_test_add_func ("/families/adm/reverse", test_adm_reverse);
   g_test_add_func ("/families/diffusers-bin/twin", test_bin_twin);
+  g_test_add_func ("/families/diffusers/sharded", test_sharded);
   g_test_add_func ("/families/ermongroup/parse", test_ermongroup_parse);
   g_test_add_func ("/families/ermongroup/errors", test_ermongroup_errors);
   g_test_add_func ("/families/adm/parse", test_adm_parse);
   g_test_add_func ("/families/adm/errors", test_adm_errors);
+  g_test_add_func ("/families/adm/qkv-orders", test_adm_qkv_orders);
   g_test_add_func ("/families/folder-errors", test_folder_errors);
   g_test_add_data_func ("/families/grad/ermongroup-pool", GINT_TO_POINTER (0), test_grad);
   g_test_add_data_func ("/families/grad/adm-resnet-resample", GINT_TO_POINTER (1), test_grad);

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "ddim/config.h"
 #include "ddim/dataset.h"
+#include "ddim/model.h"
 #include "ddim/train.h"
 #include "ddim/unet.h"
 
@@ -127,8 +128,9 @@ cli_cmd_bench (int argc, char **argv)
   gboolean vjp = FALSE, train = FALSE;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
-      "A model folder of any family, or a config.json, whose architecture to benchmark; "
-      "weights are not read (default: the built-in config of google/ddpm-cifar10-32)", "DIR" },
+      "A model folder of any family (config.json, ermongroup config.yml, guided-diffusion "
+      "model_flags.txt) or a config.json whose architecture to benchmark; weights are not "
+      "read (default: the built-in config of google/ddpm-cifar10-32)", "DIR" },
     { "repeat", 0, 0, G_OPTION_ARG_INT, &repeat,
       "Timed forward passes after one warm-up; the best counts (default 3)", "K" },
     { "batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size (default 1)", "N" },
@@ -169,14 +171,24 @@ cli_cmd_bench (int argc, char **argv)
   if (config_arg)
     {
       if (!g_file_test (config_arg, G_FILE_TEST_EXISTS))
-        return cli_fail (CMD, "--config: %s does not exist (expected a model folder or a "
+        return cli_fail (CMD, "--config: %s does not exist (expected a model folder, or a "
                          "config.json file)", config_arg);
-      /* A folder of any family (config.json, config.yml, model_flags.txt). */
-      gboolean is_dir = g_file_test (config_arg, G_FILE_TEST_IS_DIR);
-      if (is_dir ? !ddim_model_load_config (config_arg, &config, NULL, NULL, &error)
-                 : !ddim_unet_config_load (config_arg, &config, &error))
+      gboolean ok;
+      g_autofree char *path = NULL;
+      if (g_file_test (config_arg, G_FILE_TEST_IS_DIR))
+        {
+          DdimModelFamily family = DDIM_MODEL_FAMILY_DIFFUSERS;
+          ok = ddim_model_load_config (config_arg, &config, NULL, &family, &error);
+          path = g_strdup_printf ("%s (%s)", config_arg, ddim_model_family_name (family));
+        }
+      else
+        {
+          ok = ddim_unet_config_load (config_arg, &config, &error);
+          path = g_strdup (config_arg);
+        }
+      if (!ok)
         return cli_error (CMD, error);
-      config_desc = g_strdup (config_arg);
+      config_desc = g_steal_pointer (&path);
     }
   else
     {

@@ -33,9 +33,19 @@ typedef struct {
   gboolean      has_scheduler_config;
 } DdimModel;
 
-/* Loads FOLDER/config.json, FOLDER/diffusion_pytorch_model.safetensors and
- * the scheduler config (FOLDER/scheduler/scheduler_config.json, else
- * FOLDER/scheduler_config.json, else DDPM's defaults). */
+/* Loads a model folder; the family is told by its config file:
+ *  - config.json (diffusers): diffusion_pytorch_model.safetensors, else
+ *    its .safetensors.index.json shards, else diffusion_pytorch_model.bin,
+ *    else its .bin.index.json shards; the scheduler config from
+ *    FOLDER/scheduler/scheduler_config.json, else FOLDER/scheduler_config.json,
+ *    else DDPM's defaults;
+ *  - config.yml (ermongroup/ddim, pesser, SDEdit): the one *.ckpt or *.pth
+ *    (the EMA weights of a training checkpoint when model.ema is true);
+ *  - model_flags.txt (guided-diffusion): the one *.pt.
+ * More than one config file, no checkpoint or several candidates, a bad
+ * config (the error names the file, field and value) or a checkpoint that
+ * does not fit are errors. weights_path is the (first) weights file,
+ * weights_sha256 its hash. */
 DdimModel *ddim_model_load (const char *folder, GError **error);
 void       ddim_model_free (DdimModel *model);
 

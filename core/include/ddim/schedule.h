@@ -54,8 +54,10 @@ typedef struct {
 
 /* Parses a DDPMScheduler/DDIMScheduler config with diffusers' defaults
  * (1000 steps, linear 1e-4..0.02, epsilon, leading, offset 0,
- * set_alpha_to_one true). Unsupported values (trained_betas, another beta
- * schedule, thresholding) are DDIM_ERROR_UNSUPPORTED naming the field. */
+ * set_alpha_to_one true), plus "ddim_alphas_arithmetic" and
+ * "variance_type" (see DdimSchedule). Unsupported values (trained_betas,
+ * another beta schedule, thresholding) are DDIM_ERROR_UNSUPPORTED naming
+ * the field. */
 DdimSchedule *ddim_schedule_parse (const char *json, gssize length, GError **error);
 DdimSchedule *ddim_schedule_load (const char *path, GError **error);
 /* The default schedule of DDPM checkpoints, for configs without a file. */

@@ -10,10 +10,13 @@ G_BEGIN_DECLS
 
 typedef struct _DdimUNet DdimUNet;
 
-/* Loads @config and the weights file (F32/F16/BF16, converted to float32).
- * Every tensor the config implies must be present with its exact shape
- * (both attention key schemes accepted); otherwise an error naming the
- * tensor. Tensors the config does not use are ignored. */
+/* Loads @config and the weights file under diffusers' names: safetensors
+ * or torch.save (told apart by their first bytes), or an index json of
+ * shards (F32/F16/BF16, converted to float32). Every tensor the config
+ * implies must be present with its exact shape (both attention key
+ * schemes accepted; 1x1 convolutions may be [o, i] or [o, i, 1, 1]);
+ * otherwise an error naming the tensor. Tensors the config does not use
+ * are ignored. (Other families' names: ddim_model_load.) */
 DdimUNet *ddim_unet_new_from_safetensors (const DdimUNetConfig *config, const char *weights_path,
                                           GError **error);
 /* Random weights (for benchmarks and tests): N(0, 1/fan_in) for weights,

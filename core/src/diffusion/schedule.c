@@ -362,16 +362,16 @@ ddim_schedule_to_json (const DdimSchedule *s)
   json_builder_add_string_value (b, ddim_beta_schedule_to_string (s->beta_schedule));
   json_builder_set_member_name (b, "beta_start");
   json_builder_add_double_value (b, s->beta_start);
+  json_builder_set_member_name (b, "clip_sample");
+  json_builder_add_boolean_value (b, s->clip_sample);
+  json_builder_set_member_name (b, "clip_sample_range");
+  json_builder_add_double_value (b, s->clip_sample_range);
   if (s->arithmetic != DDIM_ALPHAS_FLOAT32)
     {
       json_builder_set_member_name (b, "ddim_alphas_arithmetic");
       json_builder_add_string_value (b, s->arithmetic == DDIM_ALPHAS_FLOAT64 ? "float64"
                                                                              : "float64-betas");
     }
-  json_builder_set_member_name (b, "clip_sample");
-  json_builder_add_boolean_value (b, s->clip_sample);
-  json_builder_set_member_name (b, "clip_sample_range");
-  json_builder_add_double_value (b, s->clip_sample_range);
   json_builder_set_member_name (b, "num_train_timesteps");
   json_builder_add_int_value (b, s->num_train_timesteps);
   json_builder_set_member_name (b, "prediction_type");

@@ -6,7 +6,11 @@
  * UNet2DModel: timestep embedding cos first over h (flip_sin_to_cos,
  * freq_shift 0), GroupNorm eps 1e-5 everywhere (the mid attention too),
  * symmetric-pad conv downsampling, resblock_updown as resnet resamplers,
- * fused qkv split at load. */
+ * fused qkv split at load. Flags that only matter to training or to
+ * guided-diffusion's own sampler (dropout, use_checkpoint, use_kl,
+ * rescale_learned_sigmas, timestep_respacing) are read and checked but
+ * change nothing; use_fp16 runs the torch model's torso in float16, here
+ * everything is float32 (the saved weights are the float32 masters). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>

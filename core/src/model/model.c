@@ -163,7 +163,18 @@ read_family_config (const char *folder, DdimModelFamily family, DdimUNetConfig *
           *schedule = ddim_schedule_new_default (), has = FALSE;
         if (has_scheduler_config)
           *has_scheduler_config = has;
-        return *schedule != NULL;
+        if (*schedule == NULL)
+          return FALSE;
+        /* A diffusers conversion of a learned-sigma model says so only in
+         * its scheduler ("variance_type": "learned_range") and by twice
+         * the input channels out. */
+        if ((*schedule)->learned_variance && !config->learned_sigma
+            && config->out_channels == 2 * config->in_channels)
+          {
+            config->learned_sigma = TRUE;
+            config->out_channels /= 2;
+          }
+        return TRUE;
       }
     }
 }
@@ -280,6 +291,16 @@ ddim_model_load (const char *folder, GError **error)
     return NULL;
   m->weights_path = g_strdup (ddim_weight_source_first_path (src));
   g_autofree char *base = g_path_get_basename (m->weights_path);
+  /* guided-diffusion builds a class-conditional model only with
+   * --class_cond True (refused); a checkpoint with class embeddings under
+   * other flags would not load there either. */
+  if (family == DDIM_MODEL_FAMILY_ADM && ddim_weight_source_lookup (src, "label_emb.weight"))
+    {
+      g_set_error (error, DDIM_ERROR, DDIM_ERROR_UNSUPPORTED,
+                   "%s holds class embeddings (label_emb.weight): a class-conditional model, "
+                   "which is not supported (and model_flags.txt says --class_cond False)", base);
+      return NULL;
+    }
   m->unet = ddim_unet_new_from_source (&config, src, &layout, base, error);
   if (m->unet == NULL)
     return NULL;
