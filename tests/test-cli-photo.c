@@ -466,6 +466,26 @@ test_convert_directions (void)
   remove_tree (dir);
 }
 
+/* Without MODEL: the embedded default model, whose directions move along
+ * and whose learned encoder (tied to the weights) does not, with a note. */
+static void
+test_convert_default_model (void)
+{
+  g_autofree char *dir = make_tmp_dir ();
+  g_autofree char *out = g_build_filename (dir, "default", NULL);
+  CliRun r = { 0 };
+  run_expect (&r, 0, (const char *[]){ "convert", "-o", out, NULL });
+  g_assert_nonnull (strstr (r.out, "bit-identical"));
+  g_assert_true (g_regex_match_simple ("^[1-9][0-9]* direction\\(s\\) re-keyed", r.out,
+                                       G_REGEX_MULTILINE, 0));
+  g_assert_nonnull (strstr (r.err, "encoder"));
+  g_assert_nonnull (strstr (r.err, "train-encoder"));
+  cli_run_clear (&r);
+  g_autofree char *encoder = g_build_filename (out, "encoder", NULL);
+  g_assert_false (g_file_test (encoder, G_FILE_TEST_EXISTS));
+  remove_tree (dir);
+}
+
 /* Bad --noise files and disagreeing options: exit status 1 and a message
  * naming the problem; nothing is written. */
 static void
@@ -551,5 +571,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cli-photo/convert/f16", test_convert_f16);
   g_test_add_func ("/cli-photo/convert/errors", test_convert_errors);
   g_test_add_func ("/cli-photo/convert/directions", test_convert_directions);
+  g_test_add_func ("/cli-photo/convert/default-model", test_convert_default_model);
   return g_test_run ();
 }
