@@ -33,6 +33,7 @@ int cli_cmd_eval_inversion (int argc, char **argv);
 int cli_cmd_train (int argc, char **argv);
 int cli_cmd_train_encoder (int argc, char **argv);
 int cli_cmd_eval_classifier (int argc, char **argv);
+int cli_cmd_convert (int argc, char **argv);
 
 /* Parses the options of command @cmd. Returns TRUE when the command should
  * go on; otherwise *exit_code says how to exit (--help is handled by GLib,
@@ -62,13 +63,13 @@ gboolean cli_check_range (const char *cmd, const char *what, int value, int min,
 /* The embedded default model's folder (g_free): $DDIM_MODEL when set, else
  * the installed copy (DATADIR/ddim-inversion/models/fashion-mnist-32), else
  * the source tree's (a build run in place). NULL with @error when none of
- * them has a config.json. */
+ * them is a model folder (config.json, config.yml or model_flags.txt). */
 char *cli_default_model_dir (GError **error);
 
 /* MODEL is optional in every command: a command taking @n_after positional
  * arguments after MODEL gets the default model inserted as argv[1] when it
  * was given exactly @n_after (or, with @n_after < 0, a variable number,
- * when argv[1] is not a folder with a config.json). *argv then points into
+ * when argv[1] is not a model folder). *argv then points into
  * *owned (g_strfreev). Returns FALSE with the error reported and *exit_code
  * set when the default model is needed but missing. */
 gboolean cli_model_argument (const char *cmd, int n_after, int *argc, char ***argv, GStrv *owned,

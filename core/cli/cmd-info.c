@@ -49,7 +49,14 @@ scheduler_config_file (const DdimModel *model)
       if (g_file_test (p, G_FILE_TEST_EXISTS))
         return g_strdup (candidates[i]);
     }
-  return g_strdup ("(unknown)");
+  /* The other families keep the schedule beside the architecture. */
+  switch (model->family)
+    {
+    case DDIM_MODEL_FAMILY_ERMONGROUP: return g_strdup ("config.yml");
+    case DDIM_MODEL_FAMILY_ADM: return g_strdup ("model_flags.txt");
+    case DDIM_MODEL_FAMILY_DIFFUSERS:
+    default: return g_strdup ("(unknown)");
+    }
 }
 
 static goffset
@@ -67,8 +74,13 @@ print_text (const DdimModel *m)
   int f = ddim_unet_config_size_factor (c);
 
   kv ("model", "%s", m->path);
+  kv ("family", "%s", ddim_model_family_name (m->family));
   kv ("sample size", "%dx%d (sizes must be multiples of %d)", c->sample_size, c->sample_size, f);
-  kv ("channels", "%d in, %d out", c->in_channels, c->out_channels);
+  if (c->learned_sigma)
+    kv ("channels", "%d in, %d out (+ %d of a learned variance, not computed)", c->in_channels,
+        c->out_channels, c->out_channels);
+  else
+    kv ("channels", "%d in, %d out", c->in_channels, c->out_channels);
   kv ("center input sample", "%s", yes_no (c->center_input_sample));
   kv ("levels", "%d", c->n_levels);
   for (int i = 0; i < c->n_levels; i++)
@@ -99,16 +111,24 @@ print_text (const DdimModel *m)
   kv ("  freq_shift", "%g", c->freq_shift);
   kv ("time scale shift", "%s", c->scale_shift ? "scale_shift" : "default");
   kv ("downsample padding", "%d", c->downsample_padding);
+  /* How levels change resolution (guided-diffusion's resblock_updown, or
+   * ermongroup's resamp_with_conv false). */
+  kv ("resampling", "%s down, %s up",
+      c->downsample_type == DDIM_RESAMPLE_RESNET ? "resnet"
+      : c->resample_with_conv ? "conv" : "average pooling",
+      c->upsample_type == DDIM_RESAMPLE_RESNET ? "resnet"
+      : c->resample_with_conv ? "conv" : "nearest");
 
   gsize n_params = ddim_unet_get_n_params (m->unet);
   g_autofree char *np = cli_group_thousands (n_params);
   kv ("parameters", "%s (%.1f MiB as float32)", np, n_params * 4.0 / (1024.0 * 1024.0));
-  g_autofree char *wpath = g_build_filename (m->path, "diffusion_pytorch_model.safetensors", NULL);
-  goffset size = file_size (wpath);
+  goffset size = file_size (m->weights_path);
   if (size >= 0)
-    kv ("weights", "%s, file %.1f MiB", m->weights_dtype, size / (1024.0 * 1024.0));
+    kv ("weights file", "%s (%.1f MiB)", m->weights_path, size / (1024.0 * 1024.0));
   else
-    kv ("weights", "%s", m->weights_dtype);
+    kv ("weights file", "%s", m->weights_path);
+  kv ("weights format", "%s", ddim_weights_format_name (m->weights_format));
+  kv ("weights dtype", "%s", m->weights_dtype);
   kv ("weights sha256", "%s", m->weights_sha256);
 
   printf ("schedule:\n");
@@ -122,6 +142,10 @@ print_text (const DdimModel *m)
   kv ("  timestep spacing", "%s", ddim_spacing_to_string (s->spacing));
   kv ("  steps offset", "%d", s->steps_offset);
   kv ("  set alpha to one", "%s", bool_str (s->set_alpha_to_one));
+  kv ("  alphas arithmetic", "%s",
+      s->arithmetic == DDIM_ALPHAS_FLOAT64 ? "float64 (guided-diffusion)"
+      : s->arithmetic == DDIM_ALPHAS_FLOAT64_BETAS ? "float64 betas (ermongroup)"
+      : "float32 (diffusers)");
   if (s->clip_sample)
     kv ("  clip sample", "true (range %g)", s->clip_sample_range);
   else
@@ -150,12 +174,14 @@ print_json (const DdimModel *m)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   g_autofree char *config_json = ddim_unet_config_to_json (c);
   g_autofree char *schedule_json = ddim_schedule_to_json (m->schedule);
-  g_autofree char *wpath = g_build_filename (m->path, "diffusion_pytorch_model.safetensors", NULL);
+  g_autofree char *wfile = g_path_get_basename (m->weights_path);
   g_autofree char *sched_file = scheduler_config_file (m);
 
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "path");
   json_builder_add_string_value (b, m->path);
+  json_builder_set_member_name (b, "family");
+  json_builder_add_string_value (b, ddim_model_family_name (m->family));
   json_builder_set_member_name (b, "config");
   json_builder_add_value (b, parse_json (config_json));
   json_builder_set_member_name (b, "size_factor");
@@ -165,13 +191,15 @@ print_json (const DdimModel *m)
   json_builder_set_member_name (b, "weights");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "file");
-  json_builder_add_string_value (b, "diffusion_pytorch_model.safetensors");
+  json_builder_add_string_value (b, wfile);
+  json_builder_set_member_name (b, "format");
+  json_builder_add_string_value (b, ddim_weights_format_name (m->weights_format));
   json_builder_set_member_name (b, "dtype");
   json_builder_add_string_value (b, m->weights_dtype);
   json_builder_set_member_name (b, "sha256");
   json_builder_add_string_value (b, m->weights_sha256);
   json_builder_set_member_name (b, "bytes");
-  json_builder_add_int_value (b, file_size (wpath));
+  json_builder_add_int_value (b, file_size (m->weights_path));
   json_builder_end_object (b);
   json_builder_set_member_name (b, "scheduler_config");
   json_builder_add_value (b, parse_json (schedule_json));
@@ -198,9 +226,10 @@ cli_cmd_info (int argc, char **argv)
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("[MODEL]");
   g_option_context_set_summary (ctx,
-      "Shows the UNet configuration, parameter count, weights (dtype, SHA-256)\n"
-      "and noise schedule of a diffusers model folder (config.json,\n"
-      "diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json).");
+      "Shows the family, UNet configuration, parameter count, weights (file,\n"
+      "format, dtype, SHA-256) and noise schedule of a model folder: diffusers\n"
+      "(config.json), ermongroup/pesser/SDEdit (config.yml and a .ckpt/.pth) or\n"
+      "OpenAI ADM (model_flags.txt and a .pt).");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   int rc;

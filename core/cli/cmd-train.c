@@ -50,21 +50,15 @@ on_step (int step, int total, double loss, gpointer data)
   p->loss_n = 0;
 }
 
-/* CONFIG (a folder or a config.json) -> config and scheduler. */
+/* CONFIG (a model folder of any family, or a config.json) -> config and
+ * scheduler. */
 static gboolean
 load_config (const char *arg, DdimUNetConfig *config, DdimSchedule **schedule, GError **error)
 {
-  g_autofree char *dir = NULL, *config_path = NULL;
   if (g_file_test (arg, G_FILE_TEST_IS_DIR))
-    {
-      dir = g_strdup (arg);
-      config_path = g_build_filename (arg, "config.json", NULL);
-    }
-  else
-    {
-      dir = g_path_get_dirname (arg);
-      config_path = g_strdup (arg);
-    }
+    return ddim_model_load_config (arg, config, schedule, NULL, error);
+  g_autofree char *dir = g_path_get_dirname (arg);
+  g_autofree char *config_path = g_strdup (arg);
   if (!ddim_unet_config_load (config_path, config, error))
     return FALSE;
   g_autofree char *s1 = g_build_filename (dir, "scheduler", "scheduler_config.json", NULL);
@@ -110,9 +104,10 @@ cli_cmd_train (int argc, char **argv)
   gboolean hflip = FALSE, f16 = FALSE, quiet = FALSE, no_ema_warmup = FALSE, export_only = FALSE;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
-      "Model config: a config.json, or a folder with one (required unless --resume); a "
-      "scheduler_config.json beside it or in scheduler/ sets the noise schedule (default: "
-      "DDPM's linear 1e-4..0.02 over 1000 steps)", "DIR|FILE" },
+      "Model config: a config.json, or a model folder of any family (required unless "
+      "--resume); a scheduler_config.json beside it or in scheduler/ (or the family's "
+      "config file) sets the noise schedule (default: DDPM's linear 1e-4..0.02 over 1000 "
+      "steps)", "DIR|FILE" },
     { "data", 0, 0, G_OPTION_ARG_FILENAME, &data,
       "Training images (required): fashion-mnist, fashion-mnist-test (Debian's "
       "dataset-fashion-mnist), a folder of images or an IDX image file; padded or resized "

@@ -35,6 +35,8 @@ static const CliCommand commands[] = {
   { "eval-classifier", cli_cmd_eval_classifier,
     "Train or test the Fashion-MNIST classifier; class histogram of samples" },
   { "bench", cli_cmd_bench, "Time the UNet forward pass with random weights" },
+  { "convert", cli_cmd_convert,
+    "Write a model folder (any family) as a diffusers safetensors folder" },
 };
 
 static void
@@ -53,7 +55,9 @@ print_main_help (FILE *out)
            "\n"
            "Run 'ddim COMMAND --help' (or 'ddim help COMMAND') for a command's options.\n"
            "\n"
-           "MODEL is a diffusers UNet2DModel folder. Where a command takes one, it may\n"
+           "MODEL is a model folder: diffusers UNet2DModel (config.json), ermongroup/\n"
+           "pesser/SDEdit (config.yml + .ckpt/.pth) or OpenAI ADM (model_flags.txt +\n"
+           ".pt); 'ddim convert' makes a diffusers copy. Where a command takes one, it may\n"
            "be left out: the embedded default model (Fashion-MNIST, 32x32 gray) is used,\n"
            "or the folder in the environment variable DDIM_MODEL.\n"
            "\n"

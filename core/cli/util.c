@@ -86,11 +86,19 @@ cli_check_range (const char *cmd, const char *what, int value, int min, int max,
   return TRUE;
 }
 
+/* A folder with the architecture file of one of the families ddim_model_load
+ * reads: diffusers config.json, ermongroup config.yml, ADM model_flags.txt. */
 static gboolean
 is_model_folder (const char *path)
 {
-  g_autofree char *config = g_build_filename (path, "config.json", NULL);
-  return g_file_test (config, G_FILE_TEST_IS_REGULAR);
+  const char *names[] = { "config.json", "config.yml", "model_flags.txt" };
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
+    {
+      g_autofree char *config = g_build_filename (path, names[i], NULL);
+      if (g_file_test (config, G_FILE_TEST_IS_REGULAR))
+        return TRUE;
+    }
+  return FALSE;
 }
 
 
@@ -103,7 +111,8 @@ cli_default_model_dir (GError **error)
       if (is_model_folder (env))
         return g_strdup (env);
       g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO,
-                   "DDIM_MODEL is '%s', which is not a model folder (it has no config.json)", env);
+                   "DDIM_MODEL is '%s', which is not a model folder (it has no config.json, "
+                   "config.yml or model_flags.txt)", env);
       return NULL;
     }
   const char *candidates[] = { DDIM_INSTALLED_MODEL_DIR, DDIM_SOURCE_MODEL_DIR };
