@@ -31,6 +31,7 @@ typedef struct {
   DdimUNetTape *tape;
   int           n;
   const float  *temb_act;
+  int           blas_saved;   /* BLAS threads before the run (ddim_parallel_blas_begin) */
 } Run;
 
 static float *
@@ -403,7 +404,9 @@ run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *r
       tape->height = height;
       tape->width = width;
     }
-  *run = (Run) { u, &u->arena, tape, n, NULL };
+  *run = (Run) { u, &u->arena, tape, n, NULL, 0 };
+  /* Our threads split every large GEMM; OpenBLAS's own would compete. */
+  run->blas_saved = ddim_parallel_blas_begin (u->parallel);
 }
 
 void
@@ -426,6 +429,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out);
   ddim_arena_release (&u->arena, 0);
+  ddim_parallel_blas_end (run.blas_saved);
 }
 
 DdimUNetTape *
@@ -450,6 +454,7 @@ ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width
   if (hspace)
     memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
   ddim_arena_release (&u->arena, 0);
+  ddim_parallel_blas_end (run.blas_saved);
 }
 
 void
@@ -489,6 +494,7 @@ ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, c
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
   ddim_arena_release (A, 0);
+  ddim_parallel_blas_end (run.blas_saved);
 }
 
 typedef struct {

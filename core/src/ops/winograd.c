@@ -32,55 +32,140 @@
 #define S2 1.41421356237309504880f   /* sqrt(2) */
 #define H2 0.70710678118654752440f   /* sqrt(2)/2 */
 
+/* The transforms, 1-D, applied to rows of tiles: element j of tile t is
+ * in[j * ild + t * its], output k of tile t goes to out[k * old + t * ots].
+ * Written out with their shared terms; the tile strides are constants in
+ * each instance below so the loops vectorise. */
+#define XFORM_LOOP(...) \
+  for (int t = 0; t < len; t++) \
+    { \
+      const float *restrict i_ = in + (gsize) t * its; \
+      float *restrict o_ = out + (gsize) t * ots; \
+      __VA_ARGS__ \
+    }
+#define IN_(j) i_[(gsize) (j) * ild]
+#define OUT_(k) o_[(gsize) (k) * old]
+
+static inline void
+f43_bt (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+        int len)
+{
+  XFORM_LOOP ({
+    float d0 = IN_ (0), d1 = IN_ (1), d2 = IN_ (2), d3 = IN_ (3), d4 = IN_ (4), d5 = IN_ (5);
+    float p = d4 - 2.f * d2, q = S2 * d1 - H2 * d3;
+    float r = d4 - 0.5f * d2, v = S2 * d3 - H2 * d1;
+    OUT_ (0) = d0 - 2.5f * d2 + d4;
+    OUT_ (1) = p - q;
+    OUT_ (2) = p + q;
+    OUT_ (3) = r + v;
+    OUT_ (4) = r - v;
+    OUT_ (5) = d1 - 2.5f * d3 + d5;
+  })
+}
+
+static inline void
+f43_at (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+        int len)
+{
+  XFORM_LOOP ({
+    float m0 = IN_ (0), m5 = IN_ (5);
+    float a12 = IN_ (1) + IN_ (2), s12 = IN_ (1) - IN_ (2);
+    float a34 = IN_ (3) + IN_ (4), s34 = IN_ (3) - IN_ (4);
+    OUT_ (0) = m0 + a12 + a34;
+    OUT_ (1) = H2 * s12 + S2 * s34;
+    OUT_ (2) = 0.5f * a12 + 2.f * a34;
+    OUT_ (3) = (S2 / 4) * s12 + (2 * S2) * s34 + m5;
+  })
+}
+
+static inline void
+f43_g (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+       int len)
+{
+  XFORM_LOOP ({
+    float g0 = IN_ (0), g1 = IN_ (1), g2 = IN_ (2);
+    float e = -2.f / 3 * g0 - 1.f / 3 * g2, f = 1.f / 6 * g0 + 1.f / 3 * g2;
+    OUT_ (0) = g0;
+    OUT_ (1) = e - (S2 / 3) * g1;
+    OUT_ (2) = e + (S2 / 3) * g1;
+    OUT_ (3) = f + (S2 / 6) * g1;
+    OUT_ (4) = f - (S2 / 6) * g1;
+    OUT_ (5) = g2;
+  })
+}
+
+static inline void
+f23_bt (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+        int len)
+{
+  XFORM_LOOP ({
+    float d0 = IN_ (0), d1 = IN_ (1), d2 = IN_ (2), d3 = IN_ (3);
+    OUT_ (0) = d0 - d2;
+    OUT_ (1) = d1 + d2;
+    OUT_ (2) = d2 - d1;
+    OUT_ (3) = d1 - d3;
+  })
+}
+
+static inline void
+f23_at (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+        int len)
+{
+  XFORM_LOOP ({
+    float m1 = IN_ (1), m2 = IN_ (2);
+    OUT_ (0) = IN_ (0) + m1 + m2;
+    OUT_ (1) = m1 - m2 - IN_ (3);
+  })
+}
+
+static inline void
+f23_g (const float *restrict in, gsize ild, int its, float *restrict out, gsize old, int ots,
+       int len)
+{
+  XFORM_LOOP ({
+    float g0 = IN_ (0), g1 = IN_ (1), g2 = IN_ (2);
+    OUT_ (0) = g0;
+    OUT_ (1) = 0.5f * (g0 + g1 + g2);
+    OUT_ (2) = 0.5f * (g0 - g1 + g2);
+    OUT_ (3) = g2;
+  })
+}
+
+#undef IN_
+#undef OUT_
+#undef XFORM_LOOP
+
+typedef void (*XformFunc) (const float *in, gsize ild, float *out, gsize old, int len);
+
+/* Instances: _v on contiguous tiles, _h reading (bt) or writing (at) the
+ * tiles of an image row, m apart. */
+#define INSTANCE(name, fn, its, ots) \
+  SIMD_CLONES static void \
+  name (const float *in, gsize ild, float *out, gsize old, int len) \
+  { \
+    fn (in, ild, its, out, old, ots, len); \
+  }
+INSTANCE (f43_bt_h, f43_bt, 4, 1)
+INSTANCE (f43_bt_v, f43_bt, 1, 1)
+INSTANCE (f43_at_v, f43_at, 1, 1)
+INSTANCE (f43_at_h, f43_at, 1, 4)
+INSTANCE (f43_g_v, f43_g, 1, 1)
+INSTANCE (f23_bt_h, f23_bt, 2, 1)
+INSTANCE (f23_bt_v, f23_bt, 1, 1)
+INSTANCE (f23_at_v, f23_at, 1, 1)
+INSTANCE (f23_at_h, f23_at, 1, 2)
+INSTANCE (f23_g_v, f23_g, 1, 1)
+#undef INSTANCE
+
 typedef struct {
-  int          m, a;   /* output tile, input tile (m + 2) */
-  const float *bt;     /* a x a:  V = B^T d B */
-  const float *g;      /* a x 3:  U = G g G^T */
-  const float *at;     /* m x a:  Y = A^T M A */
+  int       m, a;          /* output tile, input tile (m + 2) */
+  XformFunc bt_h, bt_v;    /* V = B^T d B */
+  XformFunc at_v, at_h;    /* Y = A^T M A */
+  XformFunc g;             /* U = G g G^T */
 } WinoSpec;
 
-static const float f23_bt[] = {
-  1, 0, -1, 0,
-  0, 1, 1, 0,
-  0, -1, 1, 0,
-  0, 1, 0, -1,
-};
-static const float f23_g[] = {
-  1, 0, 0,
-  0.5f, 0.5f, 0.5f,
-  0.5f, -0.5f, 0.5f,
-  0, 0, 1,
-};
-static const float f23_at[] = {
-  1, 1, 1, 0,
-  0, 1, -1, -1,
-};
-
-static const float f43_bt[] = {
-  1, 0, -2.5f, 0, 1, 0,
-  0, -S2, -2, H2, 1, 0,
-  0, S2, -2, -H2, 1, 0,
-  0, -H2, -0.5f, S2, 1, 0,
-  0, H2, -0.5f, -S2, 1, 0,
-  0, 1, 0, -2.5f, 0, 1,
-};
-static const float f43_g[] = {
-  1, 0, 0,
-  -2.f / 3, -S2 / 3, -1.f / 3,
-  -2.f / 3, S2 / 3, -1.f / 3,
-  1.f / 6, S2 / 6, 1.f / 3,
-  1.f / 6, -S2 / 6, 1.f / 3,
-  0, 0, 1,
-};
-static const float f43_at[] = {
-  1, 1, 1, 1, 1, 0,
-  0, H2, -H2, S2, -S2, 0,
-  0, 0.5f, 0.5f, 2, 2, 0,
-  0, S2 / 4, -S2 / 4, 2 * S2, -2 * S2, 1,
-};
-
-static const WinoSpec f23 = { 2, 4, f23_bt, f23_g, f23_at };
-static const WinoSpec f43 = { 4, 6, f43_bt, f43_g, f43_at };
+static const WinoSpec f23 = { 2, 4, f23_bt_h, f23_bt_v, f23_at_v, f23_at_h, f23_g_v };
+static const WinoSpec f43 = { 4, 6, f43_bt_h, f43_bt_v, f43_at_v, f43_at_h, f43_g_v };
 
 /* V floats per chunk (8 MiB): chunks of a few hundred tiles keep the
  * GEMMs efficient while the chunk's buffers stay near the cache. */
@@ -93,42 +178,6 @@ ddim_winograd_tile_for (int h, int w)
 {
   int s = MIN (h, w);
   return s >= 32 ? 4 : s >= 16 ? 2 : 0;
-}
-
-/* out[i][0..len) = sum_j mat[i][j] in[j][0..len) for i < rows, j < cols;
- * rows of @in @in_ld apart, of @out @out_ld apart. Zero coefficients are
- * skipped (the transforms are sparse). */
-SIMD_CLONES static void
-mat_apply (const float *mat, int rows, int cols, const float *restrict in, gsize in_ld,
-           float *restrict out, gsize out_ld, int len)
-{
-  for (int i = 0; i < rows; i++)
-    {
-      float *restrict o = out + i * out_ld;
-      gboolean first = TRUE;
-      for (int j = 0; j < cols; j++)
-        {
-          float c = mat[i * cols + j];
-          if (c == 0.f)
-            continue;
-          const float *restrict s = in + j * in_ld;
-          if (first)
-            for (int t = 0; t < len; t++)
-              o[t] = c * s[t];
-          else if (c == 1.f)
-            for (int t = 0; t < len; t++)
-              o[t] += s[t];
-          else if (c == -1.f)
-            for (int t = 0; t < len; t++)
-              o[t] -= s[t];
-          else
-            for (int t = 0; t < len; t++)
-              o[t] += c * s[t];
-          first = FALSE;
-        }
-      if (first)
-        memset (o, 0, sizeof (float) * len);
-    }
 }
 
 typedef struct {
@@ -159,14 +208,11 @@ weights_range (gsize begin, gsize end, gpointer data)
       for (int t = 0; t < len; t++)
         for (int kk = 0; kk < 9; kk++)
           g[kk * PAIR_BLOCK + t] = wp[t * 9 + kk];
-      /* tmp[i][kx] = sum_ky G[i][ky] g[ky][kx] */
+      /* tmp[i][kx] = sum_ky G[i][ky] g[ky][kx]; U[i][jj] = sum_kx G[jj][kx] tmp[i][kx] */
       for (int kx = 0; kx < 3; kx++)
-        mat_apply (s->g, a, 3, g + kx * PAIR_BLOCK, 3 * PAIR_BLOCK, tmp + kx * PAIR_BLOCK,
-                   3 * PAIR_BLOCK, len);
-      /* U[i][jj] = sum_kx G[jj][kx] tmp[i][kx] */
+        s->g (g + kx * PAIR_BLOCK, 3 * PAIR_BLOCK, tmp + kx * PAIR_BLOCK, 3 * PAIR_BLOCK, len);
       for (int i = 0; i < a; i++)
-        mat_apply (s->g, a, 3, tmp + i * 3 * PAIR_BLOCK, PAIR_BLOCK, j->u + (gsize) i * a * us + p0,
-                   us, len);
+        s->g (tmp + i * 3 * PAIR_BLOCK, PAIR_BLOCK, j->u + (gsize) i * a * us + p0, us, len);
     }
   g_free (g);
 }
@@ -180,12 +226,12 @@ input_range (gsize begin, gsize end, gpointer data)
   int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
   gsize vs = (gsize) j->cin * nt;
   int prow_len = tx * m + 2;
-  float *d = g_new (float, (gsize) 2 * a * a * nt + prow_len);
-  float *hb = d + (gsize) a * a * nt;
+  float *hb = g_new (float, (gsize) a * a * nt + prow_len);
   float *prow = hb + (gsize) a * a * nt;
   for (gsize ci = begin; ci < end; ci++)
     {
-      /* d[r][xk][T]: the tiles' a x a input patches, zero-padded. */
+      /* hb[r][k][T] = sum_xk B^T[k][xk] d[r][xk]: each input row of a tile
+       * row, zero-padded, through the horizontal transform. */
       for (int rr = 0; rr < j->rows; rr++)
         {
           int grow = j->row0 + rr;
@@ -194,34 +240,26 @@ input_range (gsize begin, gsize end, gpointer data)
           for (int r = 0; r < a; r++)
             {
               int iy = ty * m - 1 + r;
-              float *dst = d + (gsize) r * a * nt + (gsize) rr * tx;
+              float *dst = hb + (gsize) r * a * nt + (gsize) rr * tx;
               if (iy < 0 || iy >= h)
                 {
-                  for (int xk = 0; xk < a; xk++)
-                    memset (dst + (gsize) xk * nt, 0, sizeof (float) * tx);
+                  for (int k = 0; k < a; k++)
+                    memset (dst + (gsize) k * nt, 0, sizeof (float) * tx);
                   continue;
                 }
               prow[0] = 0.f;
               memcpy (prow + 1, plane + (gsize) iy * w, sizeof (float) * w);
               for (int ix = w + 1; ix < prow_len; ix++)
                 prow[ix] = 0.f;
-              for (int xk = 0; xk < a; xk++)
-                {
-                  float *dk = dst + (gsize) xk * nt;
-                  const float *src = prow + xk;
-                  for (int t = 0; t < tx; t++)
-                    dk[t] = src[t * m];
-                }
+              s->bt_h (prow, 1, dst, nt, tx);
             }
         }
-      /* hb[r][k] = sum_xk B^T[k][xk] d[r][xk]; V[jj][k] = sum_r B^T[jj][r] hb[r][k]. */
-      for (int r = 0; r < a; r++)
-        mat_apply (s->bt, a, a, d + (gsize) r * a * nt, nt, hb + (gsize) r * a * nt, nt, nt);
+      /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
       for (int k = 0; k < a; k++)
-        mat_apply (s->bt, a, a, hb + (gsize) k * nt, (gsize) a * nt,
-                   j->v + (gsize) k * vs + ci * nt, (gsize) a * vs, nt);
+        s->bt_v (hb + (gsize) k * nt, (gsize) a * nt, j->v + (gsize) k * vs + ci * nt,
+                 (gsize) a * vs, nt);
     }
-  g_free (d);
+  g_free (hb);
 }
 
 /* M[xi] = U[xi] V[xi] for positions [begin, end). */
@@ -243,17 +281,14 @@ output_range (gsize begin, gsize end, gpointer data)
   const WinoSpec *s = j->s;
   int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
   gsize ms = (gsize) j->cout * nt;
-  float *sb = g_new (float, (gsize) m * a * nt + (gsize) m * m * nt + (gsize) tx * m);
-  float *o = sb + (gsize) m * a * nt;
-  float *orow = o + (gsize) m * m * nt;
+  float *sb = g_new (float, (gsize) m * a * nt + (gsize) tx * m);
+  float *orow = sb + (gsize) m * a * nt;
   for (gsize co = begin; co < end; co++)
     {
-      /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k]; o[i][x] = sum_k A^T[x][k] sb[i][k]. */
+      /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k] */
       for (int k = 0; k < a; k++)
-        mat_apply (s->at, m, a, j->mm + (gsize) k * ms + co * nt, (gsize) a * ms,
-                   sb + (gsize) k * nt, (gsize) a * nt, nt);
-      for (int i = 0; i < m; i++)
-        mat_apply (s->at, m, a, sb + (gsize) i * a * nt, nt, o + (gsize) i * m * nt, nt, nt);
+        s->at_v (j->mm + (gsize) k * ms + co * nt, (gsize) a * ms, sb + (gsize) k * nt,
+                 (gsize) a * nt, nt);
       float bv = j->bias ? j->bias[co] : 0.f;
       for (int rr = 0; rr < j->rows; rr++)
         {
@@ -265,12 +300,8 @@ output_range (gsize begin, gsize end, gpointer data)
               int oy = ty * m + i;
               if (oy >= h)
                 break;
-              for (int x = 0; x < m; x++)
-                {
-                  const float *src = o + (gsize) (i * m + x) * nt + (gsize) rr * tx;
-                  for (int t = 0; t < tx; t++)
-                    orow[t * m + x] = src[t];
-                }
+              /* Output row oy: x-th output of tile t at t * m + x. */
+              s->at_h (sb + (gsize) i * a * nt + (gsize) rr * tx, nt, orow, 1, tx);
               float *dst = plane + (gsize) oy * w;
               if (j->accumulate)
                 for (int ox = 0; ox < w; ox++)
