@@ -31,7 +31,6 @@ typedef struct {
   DdimUNetTape *tape;
   int           n;
   const float  *temb_act;
-  int           blas_saved;   /* BLAS threads before the run (ddim_parallel_blas_begin) */
 } Run;
 
 static float *
@@ -404,9 +403,9 @@ run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *r
       tape->height = height;
       tape->width = width;
     }
-  *run = (Run) { u, &u->arena, tape, n, NULL, 0 };
+  *run = (Run) { u, &u->arena, tape, n, NULL };
   /* Our threads split every large GEMM; OpenBLAS's own would compete. */
-  run->blas_saved = ddim_parallel_blas_begin (u->parallel);
+  ddim_parallel_blas_begin (u->parallel);
 }
 
 void
@@ -429,7 +428,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out);
   ddim_arena_release (&u->arena, 0);
-  ddim_parallel_blas_end (run.blas_saved);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 DdimUNetTape *
@@ -454,7 +453,7 @@ ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width
   if (hspace)
     memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
   ddim_arena_release (&u->arena, 0);
-  ddim_parallel_blas_end (run.blas_saved);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 void
@@ -494,7 +493,7 @@ ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, c
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
   ddim_arena_release (A, 0);
-  ddim_parallel_blas_end (run.blas_saved);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 typedef struct {

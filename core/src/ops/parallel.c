@@ -8,6 +8,8 @@ struct _DdimParallel {
   GMutex       lock;
   GCond        done_cond;
   int          pending;
+  int          blas_depth;   /* nesting of ddim_parallel_blas_begin */
+  int          blas_saved;   /* the BLAS thread count before the outermost */
 };
 
 typedef struct {
@@ -96,30 +98,26 @@ ddim_parallel_for (DdimParallel *par, gsize n_items, gsize min_items, DdimRangeF
   g_mutex_unlock (&par->lock);
 }
 
-int
+void
 ddim_parallel_blas_begin (DdimParallel *par)
 {
+  if (par == NULL || par->n_threads <= 1 || par->blas_depth++ > 0)
+    return;
 #ifdef OPENBLAS_VERSION
-  if (par == NULL || par->n_threads <= 1)
-    return 0;
-  int saved = openblas_get_num_threads ();
-  if (saved != 1)
+  par->blas_saved = openblas_get_num_threads ();
+  if (par->blas_saved != 1)
     openblas_set_num_threads (1);
-  return saved;
-#else
-  (void) par;
-  return 0;
 #endif
 }
 
 void
-ddim_parallel_blas_end (int saved)
+ddim_parallel_blas_end (DdimParallel *par)
 {
+  if (par == NULL || par->n_threads <= 1 || --par->blas_depth > 0)
+    return;
 #ifdef OPENBLAS_VERSION
-  if (saved > 1)
-    openblas_set_num_threads (saved);
-#else
-  (void) saved;
+  if (par->blas_saved > 1)
+    openblas_set_num_threads (par->blas_saved);
 #endif
 }
 
@@ -169,7 +167,7 @@ ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const 
   int unit = by_rows ? 4 : 16;
   int len = by_rows ? m : n;
   SgemmJob job = { m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, by_rows, unit };
-  int saved = ddim_parallel_blas_begin (par);
+  ddim_parallel_blas_begin (par);
   ddim_parallel_for (par, (gsize) (len + unit - 1) / unit, 1, sgemm_range, &job);
-  ddim_parallel_blas_end (saved);
+  ddim_parallel_blas_end (par);
 }

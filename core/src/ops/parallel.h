@@ -21,14 +21,14 @@ typedef void (*DdimRangeFunc) (gsize begin, gsize end, gpointer data);
 void ddim_parallel_for (DdimParallel *par, gsize n_items, gsize min_items, DdimRangeFunc func,
                         gpointer data);
 
-/* The BLAS runs single-threaded while our threads call it side by side:
- * its own threads would compete with ours (and busy-wait after each call).
- * Returns what to pass to ddim_parallel_blas_end (the previous BLAS thread
- * count; 0 when nothing was changed: @par has one thread, or the BLAS is
- * not OpenBLAS). The BLAS setting is process-wide, so a model that runs
+/* Between these, the BLAS runs single-threaded while @par's threads call
+ * it side by side: its own threads would compete with ours (and
+ * busy-wait after each call). Calls nest; the outermost end restores the
+ * previous count. Nothing happens when @par has one thread (or the BLAS
+ * is not OpenBLAS). The BLAS setting is process-wide, so a model that runs
  * beside others keeps one thread of its own (ddim_unet_set_n_threads). */
-int  ddim_parallel_blas_begin (DdimParallel *par);
-void ddim_parallel_blas_end (int saved);
+void ddim_parallel_blas_begin (DdimParallel *par);
+void ddim_parallel_blas_end (DdimParallel *par);
 
 /* c[m, n] = alpha a[m, k] b[k, n] + beta c (row-major, no transposes),
  * split into column blocks (or row blocks when n is small) across @par's

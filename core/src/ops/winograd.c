@@ -342,7 +342,7 @@ ddim_winograd_conv3x3 (const float *x, int n, int cin, int h, int w, const float
   job.mm = ddim_arena_alloc (arena, (gsize) a * a * cout * max_nt);
   ddim_parallel_for (par, (gsize) cout * cin, 4 * PAIR_BLOCK, weights_range, &job);
 
-  int saved = ddim_parallel_blas_begin (par);
+  ddim_parallel_blas_begin (par);
   for (int row0 = 0; row0 < total_rows; row0 += chunk_rows)
     {
       job.row0 = row0;
@@ -352,6 +352,6 @@ ddim_winograd_conv3x3 (const float *x, int n, int cin, int h, int w, const float
       ddim_parallel_for (par, (gsize) a * a, 1, gemm_range, &job);
       ddim_parallel_for (par, cout, 1, output_range, &job);
     }
-  ddim_parallel_blas_end (saved);
+  ddim_parallel_blas_end (par);
   ddim_arena_release (arena, mark);
 }
