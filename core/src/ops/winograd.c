@@ -225,9 +225,8 @@ input_range (gsize begin, gsize end, gpointer data)
   const WinoSpec *s = j->s;
   int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
   gsize vs = (gsize) j->cin * nt;
-  int prow_len = tx * m + 2;
-  float *hb = g_new (float, (gsize) a * a * nt + prow_len);
-  float *prow = hb + (gsize) a * a * nt;
+  float *hb = g_new (float, (gsize) a * a * nt);
+  float edge[8];
   for (gsize ci = begin; ci < end; ci++)
     {
       /* hb[r][k][T] = sum_xk B^T[k][xk] d[r][xk]: each input row of a tile
@@ -247,11 +246,21 @@ input_range (gsize begin, gsize end, gpointer data)
                     memset (dst + (gsize) k * nt, 0, sizeof (float) * tx);
                   continue;
                 }
-              prow[0] = 0.f;
-              memcpy (prow + 1, plane + (gsize) iy * w, sizeof (float) * w);
-              for (int ix = w + 1; ix < prow_len; ix++)
-                prow[ix] = 0.f;
-              s->bt_h (prow, 1, dst, nt, tx);
+              /* Tiles 1 .. (w-1)/m - 1 lie inside the row: read in place. The
+               * others (left edge, right edge) through a zero-padded copy. */
+              const float *src = plane + (gsize) iy * w;
+              int inner_end = MAX ((w - 1) / m, 1);
+              if (inner_end > 1)
+                s->bt_h (src + m - 1, 1, dst + 1, nt, inner_end - 1);
+              for (int t = 0; t < tx; t = (t == 0 ? inner_end : t + 1))
+                {
+                  for (int xk = 0; xk < a; xk++)
+                    {
+                      int ix = t * m - 1 + xk;
+                      edge[xk] = ix >= 0 && ix < w ? src[ix] : 0.f;
+                    }
+                  s->bt_h (edge, 1, dst + t, nt, 1);
+                }
             }
         }
       /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
