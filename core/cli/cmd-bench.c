@@ -238,6 +238,10 @@ cli_cmd_bench (int argc, char **argv)
   kv ("BLAS", "not OpenBLAS (thread count unknown)");
   kv ("OPENBLAS_CORETYPE", "%s", coretype ? coretype : "(not set)");
 #endif
+  /* The model splits its GEMMs over its own threads (one per processor it
+   * may run on) and keeps the BLAS at one thread meanwhile. */
+  kv ("model threads", "%u (BLAS 1 thread inside the forward when > 1)",
+      g_get_num_processors ());
   kv ("GFLOP per call", "%.3f", gflop);
 
   gint64 t0 = g_get_monotonic_time ();
