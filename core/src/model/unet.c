@@ -292,6 +292,8 @@ run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *r
       tape->width = width;
     }
   *run = (Run) { u, &u->arena, tape, n, NULL };
+  /* Our threads split every large GEMM; OpenBLAS's own would compete. */
+  ddim_parallel_blas_begin (u->parallel);
 }
 
 void
@@ -314,6 +316,7 @@ ddim_unet_run (DdimUNet *u, const float *x, int n, int height, int width, const 
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out);
   ddim_arena_release (&u->arena, 0);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 DdimUNetTape *
@@ -338,6 +341,7 @@ ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width
   if (hspace)
     memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
   ddim_arena_release (&u->arena, 0);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 void
@@ -377,6 +381,7 @@ ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, c
     }
   decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
   ddim_arena_release (A, 0);
+  ddim_parallel_blas_end (u->parallel);
 }
 
 typedef struct {

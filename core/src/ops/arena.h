@@ -25,6 +25,8 @@ typedef struct {
   /* Threads for the passes between GEMMs (borrowed; NULL: inline). The
    * arena is the execution context every op receives. */
   struct _DdimParallel *parallel;
+  /* Convolutions by im2col only, never Winograd (the reference in tests). */
+  gboolean im2col_only;
 } DdimArena;
 
 void   ddim_arena_init (DdimArena *arena);

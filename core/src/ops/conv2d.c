@@ -5,6 +5,7 @@
 
 #include "ops/ops.h"
 #include "ops/parallel.h"
+#include "ops/winograd.h"
 
 /* Target size of one column band, in floats (4 MiB: stays in L3). */
 #define COL_BAND_FLOATS (1u << 20)
@@ -115,6 +116,16 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
             int cout, int k, int stride, int pad_tl, int pad_br, float *y, gboolean accumulate,
             DdimArena *arena)
 {
+  /* 3x3 "same" convolutions with enough channels: Winograd. The first
+   * and last layers (3 channels) gain nothing from it. */
+  int tile = ddim_winograd_tile_for (h, w);
+  if (k == 3 && stride == 1 && pad_tl == 1 && pad_br == 1 && tile > 0 && cin >= 16
+      && cout >= 16 && !arena->im2col_only)
+    {
+      ddim_winograd_conv3x3 (x, n, cin, h, w, weight, accumulate ? NULL : bias, cout, y,
+                             accumulate, tile, arena);
+      return;
+    }
   int oh = ddim_conv2d_out_size (h, k, stride, pad_tl, pad_br);
   int ow = ddim_conv2d_out_size (w, k, stride, pad_tl, pad_br);
   gsize P = (gsize) oh * ow;
@@ -140,8 +151,8 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
           for (int j = 0; j < g; j++)
             im2col_band_ld (arena, x + (gsize) (b0 + j) * cin * h * w, cin, h, w, k, stride,
                             pad_tl, 0, oh, ow, gcol + (gsize) j * P, ld);
-          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int) ld, K, 1.f, weight,
-                       K, gcol, (int) ld, 0.f, gy, (int) ld);
+          ddim_parallel_sgemm (arena->parallel, cout, (int) ld, K, 1.f, weight, K, gcol, (int) ld,
+                               0.f, gy, (int) ld);
           for (int j = 0; j < g; j++)
             for (int co = 0; co < cout; co++)
               {
@@ -180,8 +191,8 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
         beta = 0.f;
       if (pointwise)
         {
-          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int) P, cin,
-                       1.f, weight, cin, xb, (int) P, beta, yb, (int) P);
+          ddim_parallel_sgemm (arena->parallel, cout, (int) P, cin, 1.f, weight, cin, xb, (int) P,
+                               beta, yb, (int) P);
           continue;
         }
       for (int oy0 = 0; oy0 < oh; oy0 += band_rows)
@@ -189,8 +200,8 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
           int rows = MIN (band_rows, oh - oy0);
           int cols = rows * ow;
           im2col_band (arena, xb, cin, h, w, k, stride, pad_tl, oy0, rows, ow, col);
-          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, cols, K,
-                       1.f, weight, K, col, cols, beta, yb + (gsize) oy0 * ow, (int) P);
+          ddim_parallel_sgemm (arena->parallel, cout, cols, K, 1.f, weight, K, col, cols, beta,
+                               yb + (gsize) oy0 * ow, (int) P);
         }
     }
   ddim_arena_release (arena, mark);

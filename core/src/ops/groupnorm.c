@@ -1,25 +1,113 @@
 /* Group normalisation (with an optional fused SiLU). Statistics in double so
  * that large groups (e.g. 4 x 256 x 256 values) keep float32 accuracy. */
 #include <math.h>
+#include <string.h>
 
 #include "ops/ops.h"
 #include "ops/parallel.h"
+
+/* The forward's row loops are CPU-bound (a fifth of a UNet forward once
+ * the convolutions are fast): vectorised, with AVX2 / AVX-512 versions
+ * chosen at run time where the toolchain can. */
+#pragma GCC optimize ("O3")
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SIMD_CLONES __attribute__ ((target_clones ("arch=x86-64-v4", "avx2", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
+/* Sums in double over 8 interleaved lanes (vectorisable without
+ * reassociating: each lane is summed in order), then the lanes in order. */
+#define LANES 8
+
+SIMD_CLONES static double
+sum_f64 (const float *x, gsize count)
+{
+  double acc[LANES] = { 0 };
+  gsize i = 0;
+  for (; i + LANES <= count; i += LANES)
+    for (int k = 0; k < LANES; k++)
+      acc[k] += x[i + k];
+  for (; i < count; i++)
+    acc[i % LANES] += x[i];
+  double s = 0;
+  for (int k = 0; k < LANES; k++)
+    s += acc[k];
+  return s;
+}
+
+SIMD_CLONES static double
+sum_sq_dev_f64 (const float *x, gsize count, double mean)
+{
+  double acc[LANES] = { 0 };
+  gsize i = 0;
+  for (; i + LANES <= count; i += LANES)
+    for (int k = 0; k < LANES; k++)
+      {
+        double d = x[i + k] - mean;
+        acc[k] += d * d;
+      }
+  for (; i < count; i++)
+    {
+      double d = x[i] - mean;
+      acc[i % LANES] += d * d;
+    }
+  double s = 0;
+  for (int k = 0; k < LANES; k++)
+    s += acc[k];
+  return s;
+}
+
+/* e^x for the SiLU, within about 2 ulp of expf over the range that
+ * matters (|x| <= 87; beyond, the SiLU is x or 0 to float precision):
+ * x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7
+ * (truncation 5e-9 relative), 2^n built in the exponent bits. */
+static inline float
+exp_for_silu (float x)
+{
+  x = x < -87.f ? -87.f : x;
+  x = x > 87.f ? 87.f : x;
+  /* Round to nearest with the 1.5 * 2^23 trick (vectorises everywhere). */
+  float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+  float p = 1.f / 5040;
+  p = p * r + 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  gint32 bits = ((gint32) n + 127) << 23;
+  float two_n;
+  memcpy (&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+
+SIMD_CLONES static void
+affine_silu_row (const float *x, float scale, float shift, float *y, int n)
+{
+  for (int i = 0; i < n; i++)
+    {
+      float v = x[i] * scale + shift;
+      y[i] = v / (1.f + exp_for_silu (-v));
+    }
+}
+
+SIMD_CLONES static void
+affine_row (const float *x, float scale, float shift, float *y, int n)
+{
+  for (int i = 0; i < n; i++)
+    y[i] = x[i] * scale + shift;
+}
 
 /* Mean and 1/sqrt(var + eps) of one group, two-pass in double. Forward
  * and backward must agree on these exactly. */
 static void
 group_stats (const float *xg, gsize count, float eps, float *mean_out, float *inv_out)
 {
-  double sum = 0;
-  for (gsize i = 0; i < count; i++)
-    sum += xg[i];
-  double mean = sum / count;
-  double sq = 0;
-  for (gsize i = 0; i < count; i++)
-    {
-      double d = xg[i] - mean;
-      sq += d * d;
-    }
+  double mean = sum_f64 (xg, count) / count;
+  double sq = sum_sq_dev_f64 (xg, count, mean);
   *mean_out = (float) mean;
   *inv_out = (float) (1.0 / sqrt (sq / count + eps));
 }
@@ -45,14 +133,9 @@ ddim_group_norm_forward (const float *x, int n, int c, int hw, int groups, float
             const float *xs = xg + (gsize) ci * hw;
             float *ys = y + off + (gsize) ci * hw;
             if (silu)
-              for (int i = 0; i < hw; i++)
-                {
-                  float v = xs[i] * scale + shift;
-                  ys[i] = v / (1.f + expf (-v));
-                }
+              affine_silu_row (xs, scale, shift, ys, hw);
             else
-              for (int i = 0; i < hw; i++)
-                ys[i] = xs[i] * scale + shift;
+              affine_row (xs, scale, shift, ys, hw);
           }
       }
 }

@@ -1,3 +1,5 @@
+#include <cblas.h>
+
 #include "ops/parallel.h"
 
 struct _DdimParallel {
@@ -6,6 +8,8 @@ struct _DdimParallel {
   GMutex       lock;
   GCond        done_cond;
   int          pending;
+  int          blas_depth;   /* nesting of ddim_parallel_blas_begin */
+  int          blas_saved;   /* the BLAS thread count before the outermost */
 };
 
 typedef struct {
@@ -92,4 +96,78 @@ ddim_parallel_for (DdimParallel *par, gsize n_items, gsize min_items, DdimRangeF
   while (par->pending > 0)
     g_cond_wait (&par->done_cond, &par->lock);
   g_mutex_unlock (&par->lock);
+}
+
+void
+ddim_parallel_blas_begin (DdimParallel *par)
+{
+  if (par == NULL || par->n_threads <= 1 || par->blas_depth++ > 0)
+    return;
+#ifdef OPENBLAS_VERSION
+  par->blas_saved = openblas_get_num_threads ();
+  if (par->blas_saved != 1)
+    openblas_set_num_threads (1);
+#endif
+}
+
+void
+ddim_parallel_blas_end (DdimParallel *par)
+{
+  if (par == NULL || par->n_threads <= 1 || --par->blas_depth > 0)
+    return;
+#ifdef OPENBLAS_VERSION
+  if (par->blas_saved > 1)
+    openblas_set_num_threads (par->blas_saved);
+#endif
+}
+
+typedef struct {
+  int          m, n, k;
+  float        alpha, beta;
+  const float *a, *b;
+  float       *c;
+  int          lda, ldb, ldc;
+  gboolean     by_rows;
+  int          unit;     /* columns (rows) per range item */
+} SgemmJob;
+
+static void
+sgemm_range (gsize begin, gsize end, gpointer data)
+{
+  const SgemmJob *j = data;
+  int lo = (int) begin * j->unit;
+  int hi = MIN ((int) end * j->unit, j->by_rows ? j->m : j->n);
+  if (hi <= lo)
+    return;
+  if (j->by_rows)
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, j->n, j->k, j->alpha,
+                 j->a + (gsize) lo * j->lda, j->lda, j->b, j->ldb, j->beta,
+                 j->c + (gsize) lo * j->ldc, j->ldc);
+  else
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, hi - lo, j->k, j->alpha, j->a,
+                 j->lda, j->b + lo, j->ldb, j->beta, j->c + lo, j->ldc);
+}
+
+void
+ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const float *a, int lda,
+                     const float *b, int ldb, float beta, float *c, int ldc)
+{
+  int threads = ddim_parallel_get_n_threads (par);
+  /* Below ~2 MFLOP per thread, a hand-off costs more than it saves. */
+  if (threads <= 1 || (double) m * n * k < 1e6 * threads || m <= 0 || n <= 0)
+    {
+      if (m > 0 && n > 0)
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
+                     beta, c, ldc);
+      return;
+    }
+  /* Column blocks of whole SIMD widths while there are enough columns;
+   * otherwise split the rows. */
+  gboolean by_rows = n < 64 * threads;
+  int unit = by_rows ? 4 : 16;
+  int len = by_rows ? m : n;
+  SgemmJob job = { m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, by_rows, unit };
+  ddim_parallel_blas_begin (par);
+  ddim_parallel_for (par, (gsize) (len + unit - 1) / unit, 1, sgemm_range, &job);
+  ddim_parallel_blas_end (par);
 }

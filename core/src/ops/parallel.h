@@ -20,3 +20,18 @@ typedef void (*DdimRangeFunc) (gsize begin, gsize end, gpointer data);
  * Returns when all ranges are done. */
 void ddim_parallel_for (DdimParallel *par, gsize n_items, gsize min_items, DdimRangeFunc func,
                         gpointer data);
+
+/* Between these, the BLAS runs single-threaded while @par's threads call
+ * it side by side: its own threads would compete with ours (and
+ * busy-wait after each call). Calls nest; the outermost end restores the
+ * previous count. Nothing happens when @par has one thread (or the BLAS
+ * is not OpenBLAS). The BLAS setting is process-wide, so a model that runs
+ * beside others keeps one thread of its own (ddim_unet_set_n_threads). */
+void ddim_parallel_blas_begin (DdimParallel *par);
+void ddim_parallel_blas_end (DdimParallel *par);
+
+/* c[m, n] = alpha a[m, k] b[k, n] + beta c (row-major, no transposes),
+ * split into column blocks (or row blocks when n is small) across @par's
+ * threads, each calling the BLAS single-threaded. @par may be NULL. */
+void ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const float *a,
+                          int lda, const float *b, int ldb, float beta, float *c, int ldc);
