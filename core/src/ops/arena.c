@@ -99,6 +99,45 @@ ddim_arena_relocate (DdimArena *arena, gsize mark, const float *src, gsize n_flo
   return data;
 }
 
+float *
+ddim_arena_concat_channels (DdimArena *arena, gsize mark, int n, gsize hw, const float *first,
+                            int c_first, const float *second, int c_second)
+{
+  gsize nf = (gsize) c_first * hw, ns = (gsize) c_second * hw, per = nf + ns;
+  gsize total = (gsize) n * per;
+  gboolean in_place = arena->overflow->len == 0 && arena->used <= arena->capacity
+                      && second == arena->base + mark
+                      && first == arena->base + mark + rounded ((gsize) n * ns)
+                      && first + (gsize) n * nf <= arena->base + arena->used;
+  if (!in_place)
+    {
+      float *cat = ddim_arena_alloc (arena, total);
+      for (int b = 0; b < n; b++)
+        {
+          memcpy (cat + b * per, first + b * nf, nf * sizeof (float));
+          memcpy (cat + b * per + nf, second + b * ns, ns * sizeof (float));
+        }
+      return ddim_arena_relocate (arena, mark, cat, total);
+    }
+
+  /* Save @second on top, then move each sample of @first down to its
+   * place: sample b goes to mark + b * per from mark + n * ns + b * nf (or
+   * above), never past the start of sample b + 1's source, so in order of b
+   * nothing is overwritten before it is read. */
+  float *saved = ddim_arena_alloc (arena, (gsize) n * ns);
+  memcpy (saved, second, (gsize) n * ns * sizeof (float));
+  float *cat = arena->base + mark;
+  for (int b = 0; b < n; b++)
+    memmove (cat + b * per, first + b * nf, nf * sizeof (float));
+  for (int b = 0; b < n; b++)
+    memcpy (cat + b * per + nf, saved + b * ns, ns * sizeof (float));
+  ddim_arena_release (arena, mark);
+  arena->used = mark + rounded (total);
+  if (arena->used > arena->high)
+    arena->high = arena->used;
+  return cat;
+}
+
 void
 ddim_arena_reset (DdimArena *arena)
 {

@@ -40,6 +40,16 @@ void   ddim_arena_release (DdimArena *arena, gsize mark);
  * (which may lie anywhere above @mark, and is invalid afterwards). Used to
  * move a result down over buffers that are no longer needed. */
 float *ddim_arena_relocate (DdimArena *arena, gsize mark, const float *src, gsize n_floats);
+/* Releases to @mark and allocates @n samples of @c_first + @c_second
+ * channels of @hw values there, each sample @first's channels followed by
+ * @second's (the UNet decoder's [h, skip]). Both may lie anywhere above
+ * @mark and are invalid afterwards. When @second starts at @mark and @first
+ * right after it (a skip and what was computed after it), both in the
+ * block, the concatenation is built in their place with a copy of @second
+ * as the only extra memory; otherwise through a copy of the result. */
+float *ddim_arena_concat_channels (DdimArena *arena, gsize mark, int n, gsize hw,
+                                   const float *first, int c_first, const float *second,
+                                   int c_second);
 /* Grows the block to the high-water mark if a call overflowed. Call between
  * forward passes (nothing allocated may be in use). */
 void   ddim_arena_reset (DdimArena *arena);
