@@ -18,7 +18,9 @@ double ddim_unet_forward_flops (const DdimUNetConfig *config, int height, int wi
  * @height x @width on this machine with @unet's thread count. The first call
  * on a @unet calibrates (times a pass at a small size, well under a second
  * for the embedded model) and the result is kept in @unet; later calls cost
- * nothing. Negative on failure (never expected). */
+ * nothing (a new thread count, ddim_unet_set_n_threads, calibrates again).
+ * The calibration runs @unet: not while another thread uses it. Negative
+ * on failure (never expected). */
 double ddim_unet_estimate_forward_seconds (DdimUNet *unet, int height, int width);
 
 G_END_DECLS

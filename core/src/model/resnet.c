@@ -43,6 +43,38 @@ resample_backward (DdimResnetResample kind, const float *dy, int n, int c, int h
     ddim_upsample_nearest2x_backward (dy, n, c, h, w, dx);
 }
 
+/* out = shortcut(xs) + b2, what conv2 then accumulates onto. */
+static void
+shortcut_init (DdimRun *run, const DdimResnetLayer *r, const float *xs, int h, int w,
+               float *out)
+{
+  int n = run->n;
+  gsize hw = (gsize) h * w;
+  if (r->shortcut.w)
+    {
+      for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < r->cout; ch++)
+          {
+            float v = r->shortcut.b[ch] + r->conv2.b[ch];
+            float *p = out + ((gsize) b * r->cout + ch) * hw;
+            for (gsize i = 0; i < hw; i++)
+              p[i] = v;
+          }
+      ddim_conv2d_forward_accumulate (xs, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0,
+                                      out, run->scratch);
+    }
+  else
+    for (int b = 0; b < n; b++)
+      for (int ch = 0; ch < r->cout; ch++)
+        {
+          float v = r->conv2.b[ch];
+          const float *xc = xs + ((gsize) b * r->cout + ch) * hw;
+          float *p = out + ((gsize) b * r->cout + ch) * hw;
+          for (gsize i = 0; i < hw; i++)
+            p[i] = xc[i] + v;
+        }
+}
+
 float *
 ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int hi, int wi,
                      DdimUnitSave *save)
@@ -62,8 +94,17 @@ ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int
   float *t1 = run->tape ? ddim_run_keep_alloc (run, (gsize) n * r->cin * hw) : NULL;
   float *t2 = run->tape ? ddim_run_keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
   float *xr = run->tape && resample ? ddim_run_keep_alloc (run, (gsize) n * r->cin * hw) : NULL;
+  /* A disposable input (the decoder's [h, skip]) is normalised in place. */
+  gboolean in_place = run->tape == NULL && !resample && x == run->disposable;
   gsize mark = ddim_arena_mark (A);
-  if (t1 == NULL)
+  if (in_place)
+    {
+      /* The shortcut reads x before norm1 overwrites it. */
+      shortcut_init (run, r, x, h, w, out);
+      t1 = run->disposable;
+      t2 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
+    }
+  else if (t1 == NULL)
     t2 = t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
   if (h1 == NULL)
     h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
@@ -118,29 +159,8 @@ ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int
 
   /* out = shortcut(x) + b2 + conv2(t2): the shortcut initialises out. */
   gsize total = (gsize) n * r->cout * hw;
-  if (r->shortcut.w)
-    {
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float v = r->shortcut.b[ch] + r->conv2.b[ch];
-            float *p = out + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] = v;
-          }
-      ddim_conv2d_forward_accumulate (xs, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0,
-                                      out, A);
-    }
-  else
-    for (int b = 0; b < n; b++)
-      for (int ch = 0; ch < r->cout; ch++)
-        {
-          float v = r->conv2.b[ch];
-          const float *xc = xs + ((gsize) b * r->cout + ch) * hw;
-          float *p = out + ((gsize) b * r->cout + ch) * hw;
-          for (gsize i = 0; i < hw; i++)
-            p[i] = xc[i] + v;
-        }
+  if (!in_place)
+    shortcut_init (run, r, xs, h, w, out);
   ddim_conv2d_forward_accumulate (t2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
   if (r->output_scale != 1.f)
     for (gsize i = 0; i < total; i++)

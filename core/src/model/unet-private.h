@@ -125,6 +125,9 @@ struct _DdimUNet {
   DdimParallel   *parallel;
   DdimArena       grad_arena;    /* gradients of the backward pass */
   DdimUNetTape   *tape;          /* created on the first backward */
+  /* cost.c: seconds per FLOP measured with cost_threads threads (0: not yet). */
+  double          cost_dense_rate, cost_attention_rate;
+  int             cost_threads;
 };
 
 /* A forward's context: where the units keep what they return (the
@@ -136,6 +139,9 @@ typedef struct {
   DdimUNetTape *tape;     /* NULL on the fast path */
   int           n;
   const float  *temb_act;
+  /* A resnet input the fast path may overwrite (the decoder's [h, skip],
+   * dead after the resnet): its norm1 then runs in place. */
+  float        *disposable;
 } DdimRun;
 
 static inline float *

@@ -233,17 +233,27 @@ decoder_run (Run *run, Activation *skips, int n_skips, Activation cur, int h, in
           Activation skip = skips[--n_skips];
           gsize hw = (gsize) h * w;
           int cat_c = cur.channels + skip.channels;
-          float *cat = keep_alloc (run, (gsize) n * cat_c * hw);
-          for (int b = 0; b < n; b++)
+          float *cat;
+          if (tape)
             {
-              memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
-                      sizeof (float) * cur.channels * hw);
-              memcpy (cat + ((gsize) b * cat_c + cur.channels) * hw,
-                      skip.data + (gsize) b * skip.channels * hw,
-                      sizeof (float) * skip.channels * hw);
+              cat = keep_alloc (run, (gsize) n * cat_c * hw);
+              for (int b = 0; b < n; b++)
+                {
+                  memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
+                          sizeof (float) * cur.channels * hw);
+                  memcpy (cat + ((gsize) b * cat_c + cur.channels) * hw,
+                          skip.data + (gsize) b * skip.channels * hw,
+                          sizeof (float) * skip.channels * hw);
+                }
             }
+          else
+            /* In the place of the popped skip and h, which lie there. */
+            cat = ddim_arena_concat_channels (A, skip.mark, n, hw, cur.data, cur.channels,
+                                              skip.data, skip.channels);
           DdimUnitSave *save = tape ? &tape->up[i][j] : NULL;
+          run->disposable = cat;
           float *o = resnet_forward (run, &blk->resnets[j], cat, h, w, save);
+          run->disposable = NULL;
           if (blk->has_attention)
             attention_forward (run, &blk->attentions[j], o, (int) hw, save);
           cur.channels = blk->channels;
@@ -291,7 +301,7 @@ run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *r
       tape->height = height;
       tape->width = width;
     }
-  *run = (Run) { u, &u->arena, tape, n, NULL };
+  *run = (Run) { u, &u->arena, tape, n, NULL, NULL };
   /* Our threads split every large GEMM; OpenBLAS's own would compete. */
   ddim_parallel_blas_begin (u->parallel);
 }
