@@ -44,6 +44,12 @@ extern const DdimProcedureInfo ddim_reconstruct_procedure;
 extern const DdimProcedureInfo ddim_semantic_edit_procedure;
 extern const DdimProcedureInfo ddim_interpolate_procedure;
 
+/* Semantic edit's result choice ids. */
+typedef enum {
+  DDIM_EDIT_RESULT_DETAIL,   /* original + upsample (edited - reconstructed) */
+  DDIM_EDIT_RESULT_MODEL     /* the edited image, resized to the region */
+} DdimEditResult;
+
 /* Resize choice ids. */
 typedef enum {
   DDIM_RESIZE_MODE_FIT,
@@ -82,15 +88,30 @@ void            ddim_plugin_add_inversion_arguments (GimpProcedure *procedure,
 #define DDIM_PLUGIN_INVERT_STEPS_DEFAULT  20
 #define DDIM_PLUGIN_DECODE_METHOD_DEFAULT DDIM_METHOD_DDIM
 #define DDIM_PLUGIN_DECODE_STEPS_DEFAULT  50
+/* Semantic edit's "result" (a choice nick). */
+#define DDIM_PLUGIN_EDIT_RESULT_DEFAULT   "model"
 
 /* An EXECUTION_ERROR return with @error (taken). */
 GimpValueArray *ddim_plugin_fail (GimpProcedure *procedure, GError *error);
 /* Sets a GIMP_PLUG_IN_ERROR. */
 void            ddim_plugin_set_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
+/* What a procedure's dialog shows (dialog.c): a Model drop-down (argument
+ * "model-folder"), with @direction a Direction drop-down that follows it
+ * ("direction"), with @strength "strength" as a -2..2 slider; then the
+ * arguments in @main, then those in @advanced in a collapsed "Advanced"
+ * section (both NULL-terminated; may be NULL). */
+typedef struct {
+  const char        *title;
+  gboolean           direction;
+  gboolean           strength;
+  const char *const *main;
+  const char *const *advanced;
+} DdimDialogSpec;
+
 /* Shows the procedure's dialog (interactive runs). FALSE: cancelled. */
-gboolean        ddim_plugin_dialog (GimpProcedure *procedure, GimpProcedureConfig *config,
-                                    const char *title);
+gboolean        ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
+                                        const DdimDialogSpec *spec);
 
 /* The single layer the procedure works on: exactly one drawable, a layer
  * that is not a group, in an image that is not indexed. */
@@ -103,6 +124,47 @@ char           *ddim_plugin_default_model_folder (void);
 /* Loads @folder (NULL or "": the embedded model). Errors say what to do;
  * @used_folder (optional) receives the absolute folder. */
 DdimModel      *ddim_plugin_load_model (const char *folder, char **used_folder, GError **error);
+
+/* ---- Models and directions (models.c). */
+
+/* A model the dialogs offer: @folder is the "model-folder" argument's value
+ * ("" for the embedded model, else an absolute folder). */
+typedef struct {
+  char *folder;
+  char *label;    /* readable: the model card's title, else the folder's name */
+} DdimModelEntry;
+
+void            ddim_model_entry_free (DdimModelEntry *entry);
+/* The embedded model first, then every folder the library can read under
+ * $XDG_DATA_HOME/ddim-inversion/models/ and the GIMP profile's
+ * ddim-inversion/models/ (DdimModelEntry, sorted by folder name). */
+GPtrArray      *ddim_plugin_list_models (void);
+/* Whether the library can read the model in @folder (its configuration;
+ * the weights are read when it is used). */
+gboolean        ddim_plugin_check_model_folder (const char *folder, GError **error);
+/* A readable name for the model in @folder (g_free). */
+char           *ddim_plugin_model_label (const char *folder);
+/* $XDG_DATA_HOME/ddim-inversion/models (g_free). */
+char           *ddim_plugin_user_models_dir (void);
+/* The user's own directions for the model whose weights have
+ * @weights_sha256: $XDG_DATA_HOME/ddim-inversion/directions/<sha>.safetensors
+ * (g_free). */
+char           *ddim_plugin_user_directions_path (const char *weights_sha256);
+/* The directions of a model: those of @model_folder's directions file,
+ * then the user's for @weights_sha256 (NULL: none) whose names the
+ * model's file does not use. An empty set when there are none. */
+DdimDirectionSet *ddim_plugin_load_directions (const char *model_folder,
+                                               const char *weights_sha256, GError **error);
+/* Adds @added (copies; same names replaced) to the user's directions for
+ * @weights_sha256. */
+gboolean        ddim_plugin_save_user_directions (const char *weights_sha256,
+                                                  DdimDirectionSet *added, GError **error);
+/* The raw strength that the plug-in's strength 1.0 means for @direction:
+ * its recommended strength (the top of its range; else what its range or
+ * sigma gives; else 1). */
+double          ddim_plugin_direction_unit (const DdimDirection *direction);
+/* "name — description" (g_free). */
+char           *ddim_plugin_direction_label (const DdimDirection *direction);
 
 /* Progress: @title at first, then @step_format (two %d: step, steps), as
  * in "Inverting: step 12/50". */

@@ -139,6 +139,15 @@ picture_latent (GimpImage *image, GimpLayer *layer, const DdimInvertSettings *se
                              same_size ? lh : height, error);
 }
 
+static const char *const interpolate_main[] = { "second-layer", "frames", NULL };
+static const char *const interpolate_advanced[] = {
+  "interpolate-h", "steps", "method", "resize", NULL
+};
+static const DdimDialogSpec interpolate_dialog = {
+  .title = N_("Interpolate latents"), .main = interpolate_main,
+  .advanced = interpolate_advanced,
+};
+
 static GimpValueArray *
 interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                  GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
@@ -152,7 +161,7 @@ interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
     return ddim_plugin_fail (procedure, error);
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog (procedure, config, _("Interpolate latents")))
+      && !ddim_plugin_dialog_run (procedure, config, &interpolate_dialog))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

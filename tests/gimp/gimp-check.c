@@ -13,6 +13,11 @@
  *       largest difference must be at least N). --inside / --outside
  *       compare only the pixels where the mask M (its first channel, same
  *       size) is 255 / 0.
+ *   ddim-gimp-check classify IMAGE.png CLASSIFIER_DIR [--expect CLASS]
+ *       the Fashion-MNIST class the classifier (ddim/classifier.h) gives
+ *       the image (its luminance, resized to the classifier's size):
+ *       prints "class SLUG (p = P)"; exit 1 when it is not CLASS (a slug,
+ *       as "sneaker").
  *
  * Exit status 2 for usage and file errors. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
@@ -20,6 +25,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ddim/classifier.h"
+#include "ddim/image.h"
 
 static int
 fail (const char *format, ...) G_GNUC_PRINTF (1, 2);
@@ -209,6 +217,38 @@ cmd_compare (int argc, char **argv)
   return 0;
 }
 
+static int
+cmd_classify (int argc, char **argv)
+{
+  if (argc != 4 && !(argc == 6 && strcmp (argv[4], "--expect") == 0))
+    return fail ("usage: classify IMAGE.png CLASSIFIER_DIR [--expect CLASS]");
+  g_autoptr (GError) error = NULL;
+  int expected = -1;
+  if (argc == 6 && !ddim_fashion_mnist_class_from_name (argv[5], &expected, &error))
+    return fail ("%s", error->message);
+  g_autoptr (DdimClassifier) classifier = ddim_classifier_load (argv[3], &error);
+  if (classifier == NULL)
+    return fail ("%s", error->message);
+  int size = ddim_classifier_get_size (classifier);
+  int channels = ddim_classifier_get_channels (classifier);
+  g_autoptr (DdimImage) image = ddim_image_load (argv[2], channels, size, size, &error);
+  if (image == NULL)
+    return fail ("%s", error->message);
+  int label = -1;
+  float probs[DDIM_FASHION_MNIST_N_CLASSES];
+  if (!ddim_classifier_predict (classifier, image->data, 1, &label, probs, &error))
+    return fail ("%s", error->message);
+  g_print ("%s: class %s (p = %.3f)\n", argv[2], ddim_fashion_mnist_class_slug (label),
+           probs[label]);
+  if (expected >= 0 && label != expected)
+    {
+      g_print ("FAIL: expected %s (p = %.3f)\n", ddim_fashion_mnist_class_slug (expected),
+               probs[expected]);
+      return 1;
+    }
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -218,5 +258,7 @@ main (int argc, char **argv)
     return cmd_mnist (argc, argv);
   if (argc >= 2 && strcmp (argv[1], "compare") == 0)
     return cmd_compare (argc, argv);
-  return fail ("usage: ddim-gimp-check pattern|mnist|compare ...");
+  if (argc >= 2 && strcmp (argv[1], "classify") == 0)
+    return cmd_classify (argc, argv);
+  return fail ("usage: ddim-gimp-check pattern|mnist|compare|classify ...");
 }
