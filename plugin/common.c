@@ -23,7 +23,7 @@ ddim_plugin_add_inversion_arguments (GimpProcedure *procedure, DdimInversionMeth
       _("How many steps the model takes between the picture and its noise: more is slower "
         "and more faithful to the picture"),
       1, 1000, default_steps, G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (procedure, "method", _("Way to _find the noise"),
+  gimp_procedure_add_choice_argument (procedure, "method", _("_Way to find the noise"),
       _("How the picture is turned into the model's noise (inversion method)"),
       gimp_choice_new_with_values (
           "ddim", DDIM_METHOD_DDIM, _("Fast (DDIM)"),
@@ -37,7 +37,7 @@ ddim_plugin_add_inversion_arguments (GimpProcedure *procedure, DdimInversionMeth
           _("Bidirectional integration, exactly invertible: one evaluation per step"),
           NULL),
       ddim_inversion_method_to_string (default_method), G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (procedure, "resize", _("_Resolution"),
+  gimp_procedure_add_choice_argument (procedure, "resize", _("Resolutio_n"),
       _("How the layer's size is matched to the model's: fit (fast; the result is brought "
         "back to the layer's size) or the layer's own size (slower, for large pictures)"),
       gimp_choice_new_with_values (

@@ -49,6 +49,15 @@ combo_has_id (GtkWidget *combo, const char *id)
   return FALSE;
 }
 
+/* The accessible description carries the entry shown (the name is the
+ * control's label), for screen readers and the dialog tests. */
+static void
+describe_active (GtkComboBox *combo)
+{
+  g_autofree char *text = gtk_combo_box_text_get_active_text (GTK_COMBO_BOX_TEXT (combo));
+  atk_object_set_description (gtk_widget_get_accessible (GTK_WIDGET (combo)), text ? text : "");
+}
+
 static int
 combo_count (GtkWidget *combo)
 {
@@ -110,6 +119,7 @@ static void
 on_direction_changed (GtkComboBox *combo, DialogState *state)
 {
   const char *id = gtk_combo_box_get_active_id (combo);
+  describe_active (combo);
   if (id != NULL)
     g_object_set (state->config, "direction", id, NULL);
 }
@@ -171,6 +181,7 @@ on_model_changed (GtkComboBox *combo, DialogState *state)
       gtk_combo_box_set_active_id (combo, folder ? folder : state->current_model);
       return;
     }
+  describe_active (combo);
   g_free (state->current_model);
   state->current_model = g_strdup (id);
   g_object_set (state->config, "model-folder", id, NULL);

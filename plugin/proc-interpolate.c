@@ -29,13 +29,13 @@ interpolate_add_arguments (GimpProcedure *procedure)
   ddim_plugin_add_model_argument (procedure);
   ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
                                        DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
-  gimp_procedure_add_layer_argument (procedure, "second-layer", _("Second _layer"),
+  gimp_procedure_add_layer_argument (procedure, "second-layer", _("Second la_yer"),
       _("The layer to interpolate to (the selected layer is the first)"), TRUE,
       G_PARAM_READWRITE);
   gimp_procedure_add_int_argument (procedure, "frames", _("_Frames"),
       _("Number of frames, the two layers' reconstructions included"),
       2, 64, 8, G_PARAM_READWRITE);
-  gimp_procedure_add_boolean_argument (procedure, "interpolate-h", _("Interpolate _h too"),
+  gimp_procedure_add_boolean_argument (procedure, "interpolate-h", _("Interpolate h-space _too"),
       _("Also interpolate the model's h-space (mid-block output) over the second half of "
         "the steps: smoother transitions"),
       FALSE, G_PARAM_READWRITE);

@@ -55,7 +55,7 @@ edit_add_arguments (GimpProcedure *procedure)
           _("The edited image itself, resized to the region"),
           NULL),
       DDIM_PLUGIN_EDIT_RESULT_DEFAULT, G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument (procedure, "t-edit", _("Edit _starts at noise level"),
+  gimp_procedure_add_int_argument (procedure, "t-edit", _("_Edit starts at noise level"),
       _("The edit acts while the noise level (timestep) is at or above this one: lower "
         "changes finer details too (0 or -1: the direction's own)"),
       -1, 100000, -1, G_PARAM_READWRITE);
