@@ -148,6 +148,27 @@ static const DdimDialogSpec interpolate_dialog = {
   .advanced = interpolate_advanced,
 };
 
+/* The layer below @layer in its stack (else the one above) that is not a
+ * group; NULL when there is none. */
+static GimpLayer *
+neighbour_layer (GimpImage *image, GimpLayer *layer)
+{
+  GimpItem *parent = gimp_item_get_parent (GIMP_ITEM (layer));
+  g_autofree GimpItem **siblings = parent ? gimp_item_get_children (parent)
+                                          : (GimpItem **) gimp_image_get_layers (image);
+  int n = 0, at = -1;
+  for (; siblings != NULL && siblings[n] != NULL; n++)
+    if (siblings[n] == GIMP_ITEM (layer))
+      at = n;
+  for (int i = at + 1; at >= 0 && i < n; i++)
+    if (!gimp_item_is_group (siblings[i]))
+      return GIMP_LAYER (siblings[i]);
+  for (int i = at - 1; i >= 0; i--)
+    if (!gimp_item_is_group (siblings[i]))
+      return GIMP_LAYER (siblings[i]);
+  return NULL;
+}
+
 static GimpValueArray *
 interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                  GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
@@ -160,6 +181,15 @@ interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
   if (first == NULL)
     return ddim_plugin_fail (procedure, error);
 
+  if (run_mode == GIMP_RUN_INTERACTIVE)
+    {
+      /* The dialog offers the next layer as the second one. */
+      g_autoptr (GimpLayer) chosen = NULL;
+      g_object_get (config, "second-layer", &chosen, NULL);
+      GimpLayer *next = chosen == NULL ? neighbour_layer (image, first) : NULL;
+      if (next != NULL)
+        g_object_set (config, "second-layer", next, NULL);
+    }
   if (run_mode == GIMP_RUN_INTERACTIVE
       && !ddim_plugin_dialog_run (procedure, config, &interpolate_dialog))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);

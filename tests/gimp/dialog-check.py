@@ -12,6 +12,7 @@ Steps (LABEL is the text of a control's label, as "Strength"):
                        TEXT (for GIMP's own drop-downs: the choice's nick)
   value=LABEL:NUMBER   the number field LABEL holds NUMBER
   collapsed=NAME       the expander NAME is collapsed
+  set=LABEL:NUMBER     sets the number field LABEL to NUMBER
   select=LABEL:TEXT    chooses the entry of drop-down LABEL that starts with TEXT
   shot=FILE            a PNG of the dialog (ImageMagick's import)
   press=NAME           presses the button NAME ("OK", "Cancel")
@@ -123,6 +124,13 @@ def run_step(dialog, step):
         value = control(dialog, label).queryValue().currentValue
         if abs(value - float(text)) > 1e-9:
             fail("%s is %s, not %s" % (label, value, text))
+    elif key == "set":
+        label, text = split(arg)
+        field = control(dialog, label).queryValue()
+        field.currentValue = float(text)
+        time.sleep(0.5)
+        if abs(field.currentValue - float(text)) > 1e-9:
+            fail("%s did not take %s (it holds %s)" % (label, text, field.currentValue))
     elif key == "collapsed":
         for acc in walk(dialog):
             if acc.getRoleName() == "toggle button" and acc.name == arg:
