@@ -35,6 +35,7 @@ typedef struct {
   const char *blurb;        /* N_() */
   const char *help;         /* N_() */
   const char *icon;         /* file name in the plug-in's icons/ folder */
+  gboolean    several_layers; /* works on one or more selected layers */
   void      (*add_arguments) (GimpProcedure *procedure);
   GimpRunImageFunc run;
 } DdimProcedureInfo;
@@ -43,6 +44,8 @@ extern const DdimProcedureInfo ddim_invert_procedure;
 extern const DdimProcedureInfo ddim_reconstruct_procedure;
 extern const DdimProcedureInfo ddim_semantic_edit_procedure;
 extern const DdimProcedureInfo ddim_interpolate_procedure;
+extern const DdimProcedureInfo ddim_discover_procedure;
+extern const DdimProcedureInfo ddim_fit_procedure;
 
 /* Semantic edit's result choice ids. */
 typedef enum {
@@ -282,5 +285,27 @@ gboolean        ddim_plugin_latent_matches (const DdimLatent *latent,
                                             int width, int height);
 /* The text for a latent's settings, "10 steps, DDIM, fit" (g_free). */
 char           *ddim_plugin_latent_describe (const DdimLatent *latent);
+
+/* ---- Showing directions (proc-discover.c). */
+
+/* Three edits of @latent along @direction, at −1, 0 and +1 times its
+ * recommended strength (@plain: the latent sampled without edit), each
+ * brought to @rw x @rh (cropped when @native) with @alpha, side by side
+ * into @strip (RGBA, 3 @rw x @rh). */
+gboolean        ddim_plugin_edit_strip (DdimModel *model, const DdimLatent *latent,
+                                        DdimDirection *direction, const float *plain, int rw,
+                                        int rh, gboolean native, const float *alpha,
+                                        float *strip, GError **error);
+/* Adds a layer group @group_name above @layer holding one such strip per
+ * direction of @directions, the first at image offsets (@x, @y), the next
+ * ones below it; ends the progress and returns the success values with the
+ * group, or NULL and @error. */
+GimpValueArray *ddim_plugin_show_directions (GimpProcedure *procedure, GimpImage *image,
+                                             GimpLayer *layer, DdimModel *model,
+                                             const DdimLatent *latent,
+                                             DdimDirectionSet *directions, int x, int y,
+                                             int rw, int rh, gboolean native,
+                                             const float *alpha, const char *group_name,
+                                             GError **error);
 
 G_END_DECLS
