@@ -99,8 +99,9 @@ gboolean cli_save_images (const char *path, CliOutputKind kind, const char *tens
 typedef gboolean (*CliRunFunc) (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n,
                                 int height, int width, const DdimRunOptions *options,
                                 GError **error);
-/* Runs @func with progress on stderr (labelled @label, none if @quiet) and
- * Ctrl-C cancelling it. Returns CLI_EXIT_OK, or the exit code after
+/* Runs @func with progress on stderr (labelled @label, none if @quiet),
+ * after an estimate of its time (cli_estimate_run: n x steps evaluations),
+ * and Ctrl-C cancelling it. Returns CLI_EXIT_OK, or the exit code after
  * reporting the error (CLI_EXIT_CANCELLED when interrupted, even after the
  * last step, so that nothing gets written). */
 int cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, float *x,
@@ -111,6 +112,11 @@ int cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *mod
 typedef gboolean (*CliRunWithFunc) (gpointer data, DdimRunOptions *options, GError **error);
 int cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
                   DdimRunOptions *options, gboolean quiet);
+/* The same with the expected seconds of the run (cli_estimate_run, <= 0:
+ * none) for the time left before the first step is done. */
+int cli_run_with_estimate (const char *cmd, const char *label, CliRunWithFunc func,
+                           gpointer data, DdimRunOptions *options, gboolean quiet,
+                           double estimate);
 
 /* Long library calls other than ddim_sample and ddim_invert (cmd-edit.c):
  * @func gets the progress callback, its data and the cancellable to pass
@@ -119,6 +125,8 @@ typedef gboolean (*CliJobFunc) (gpointer data, DdimProgressFunc progress, gpoint
                                 GCancellable *cancellable, GError **error);
 int cli_run_job (const char *cmd, const char *label, CliJobFunc func, gpointer data,
                  gboolean quiet);
+int cli_run_job_estimate (const char *cmd, const char *label, CliJobFunc func, gpointer data,
+                          gboolean quiet, double estimate);
 
 /* The latent x_T an edit, interpolation or discovery starts from
  * (cmd-edit.c). */

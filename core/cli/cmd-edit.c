@@ -22,8 +22,16 @@
 int
 cli_run_job (const char *cmd, const char *label, CliJobFunc func, gpointer data, gboolean quiet)
 {
+  return cli_run_job_estimate (cmd, label, func, data, quiet, -1);
+}
+
+int
+cli_run_job_estimate (const char *cmd, const char *label, CliJobFunc func, gpointer data,
+                      gboolean quiet, double estimate)
+{
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (CliProgress) progress = cli_progress_new (label, cancellable, quiet);
+  cli_progress_set_estimate (progress, estimate);
   g_autoptr (GError) error = NULL;
   cli_sigint_install (cmd);
   gboolean ok = func (data, cli_progress_update, progress, cancellable, &error);
@@ -424,7 +432,10 @@ cli_cmd_edit (int argc, char **argv)
                dir->name, ddim_direction_space_to_string (dir->space),
                dir->space == DDIM_SPACE_X ? "at" : "from", te, src.steps);
     }
-  rc = cli_run_job (CMD, CMD, edit_job, &job, quiet);
+  /* One decoding (steps evaluations) per strength. */
+  double estimate = cli_estimate_run (CMD, model->unet, src.height, src.width,
+                                      (double) strengths->len * src.steps, FALSE, quiet);
+  rc = cli_run_job_estimate (CMD, CMD, edit_job, &job, quiet, estimate);
   int n = (int) strengths->len;
   int h = src.height, w = src.width;
   cli_source_clear (&src);

@@ -7,6 +7,7 @@
 #include "ddim/image.h"
 #include "ddim/interpolate.h"
 #include "ddim/safetensors.h"
+#include "progress.h"
 
 #define CMD "interpolate"
 
@@ -155,7 +156,10 @@ cli_cmd_interpolate (int argc, char **argv)
   job.options.run.spacing = a.spacing;
   job.options.hspace = hspace;
   job.options.t_edit = t_edit;
-  rc = cli_run_job (CMD, CMD, interp_job, &job, quiet);
+  /* One decoding (steps evaluations) per frame. */
+  double estimate = cli_estimate_run (CMD, model->unet, job.height, job.width,
+                                      (double) n * a.steps, FALSE, quiet);
+  rc = cli_run_job_estimate (CMD, CMD, interp_job, &job, quiet, estimate);
   int h = a.height, w = a.width;
   cli_source_clear (&a);
   cli_source_clear (&b);

@@ -146,6 +146,33 @@ run_invert (gpointer data, DdimRunOptions *options, GError **error)
   return job->latent != NULL;
 }
 
+/* Forward passes of an inversion, counting a VJP as three (its forward
+ * with the tape and a backward about twice as long); for fixed-point an
+ * upper bound. 0 for the encoder (no model evaluation). */
+static double
+invert_evaluations (DdimInversionMethod method, int steps, const DdimExactOptions *exact,
+                    const DdimOptimizeOptions *optimize, gboolean have_encoder)
+{
+  switch (method)
+    {
+    case DDIM_METHOD_FIXED_POINT:
+      return (double) steps * exact->fp_max_iterations;
+    case DDIM_METHOD_EDICT:
+      return 2.0 * steps;
+    case DDIM_METHOD_OPTIMIZE:
+    case DDIM_METHOD_HYBRID:
+      /* Each iteration decodes through all steps and back. */
+      return (double) optimize->iterations * steps * (1 + 3)
+             + (method == DDIM_METHOD_HYBRID && !have_encoder ? steps : 0);
+    case DDIM_METHOD_ENCODER:
+      return 0;
+    case DDIM_METHOD_DDIM:
+    case DDIM_METHOD_BDIA:
+    default:
+      return steps;
+    }
+}
+
 int
 cli_cmd_invert (int argc, char **argv)
 {
@@ -334,8 +361,14 @@ cli_cmd_invert (int argc, char **argv)
   gboolean iterative = method == DDIM_METHOD_OPTIMIZE || method == DDIM_METHOD_HYBRID;
   /* The optimisation reports iterations itself; the step bar would only
    * show its DDIM start (none from an encoder). */
-  rc = cli_run_with (CMD, CMD, run_invert, &job, &o,
-                     quiet || (iterative && (method != DDIM_METHOD_HYBRID || encoder != NULL)));
+  double estimate = cli_estimate_run (CMD, model->unet, src.height, src.width,
+                                      invert_evaluations (method, steps, &exact, &optimize,
+                                                          encoder != NULL),
+                                      method == DDIM_METHOD_FIXED_POINT, quiet);
+  rc = cli_run_with_estimate (CMD, CMD, run_invert, &job, &o,
+                              quiet || (iterative
+                                        && (method != DDIM_METHOD_HYBRID || encoder != NULL)),
+                              estimate);
   g_autoptr (DdimLatent) latent = job.latent;
   source_clear (&src);
   if (rc != CLI_EXIT_OK)

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "ddim/exact.h"
 #include "ddim/latent.h"
+#include "progress.h"
 
 #define CMD "reconstruct"
 
@@ -86,7 +87,11 @@ cli_cmd_reconstruct (int argc, char **argv)
   o.clip_sample = FALSE;
 
   ReconstructJob job = { model, latent };
-  rc = cli_run_with (CMD, CMD, run_reconstruct, &job, &o, quiet);
+  /* EDICT's decoder evaluates the model twice per step. */
+  double evaluations = (double) o.steps * (g_strcmp0 (latent->method, "edict") == 0 ? 2 : 1);
+  double estimate = cli_estimate_run (CMD, model->unet, latent->height, latent->width,
+                                      evaluations, FALSE, quiet);
+  rc = cli_run_with_estimate (CMD, CMD, run_reconstruct, &job, &o, quiet, estimate);
   if (rc != CLI_EXIT_OK)
     return rc;
 

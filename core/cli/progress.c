@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ddim/cost.h"
+
 #include "progress.h"
 
 #define BAR_WIDTH 30
@@ -19,6 +21,7 @@ struct _CliProgress {
   gint64        last_draw_us;
   gboolean      line_open;     /* a bar is on screen without its newline */
   int           last_len;      /* length of the bar drawn last */
+  double        estimate;      /* seconds of the whole run, <= 0: unknown */
 };
 
 /* ---- SIGINT ---- */
@@ -139,6 +142,44 @@ cli_progress_free (CliProgress *p)
   g_free (p);
 }
 
+void
+cli_progress_set_estimate (CliProgress *p, double seconds)
+{
+  g_return_if_fail (p != NULL);
+  p->estimate = seconds;
+}
+
+double
+cli_estimate_run (const char *label, DdimUNet *unet, int height, int width,
+                  double evaluations, gboolean bound, gboolean quiet)
+{
+  g_return_val_if_fail (label != NULL && unet != NULL, -1);
+  if (quiet || evaluations <= 0
+      || evaluations * 2.0 * ddim_unet_count_macs (unet, 1, height, width)
+           < CLI_ESTIMATE_MIN_FLOPS)
+    return -1;
+  double each = ddim_unet_estimate_forward_seconds (unet, height, width);
+  if (!(each > 0))
+    return -1;
+  double total = each * evaluations;
+  g_autofree char *total_s = cli_format_seconds (total);
+  g_autofree char *each_s = each < 0.1 ? g_strdup_printf ("%.0f ms", each * 1e3)
+                                       : cli_format_seconds (each);
+  fprintf (stderr, "%s: estimated %s%s (%.0f model evaluations at %dx%d, %s each)\n", label,
+           bound ? "at most " : "", total_s, evaluations, width, height, each_s);
+  fflush (stderr);
+  return total;
+}
+
+/* From the steps timed so far; before the first, from the estimate. */
+static double
+time_left (CliProgress *p, int done, int total, double elapsed)
+{
+  if (done > 0)
+    return elapsed / done * (total - done);
+  return p->estimate > 0 ? MAX (p->estimate - elapsed, 0) : -1;
+}
+
 static void
 draw_bar (CliProgress *p, int done, int total, double elapsed)
 {
@@ -150,10 +191,12 @@ draw_bar (CliProgress *p, int done, int total, double elapsed)
 
   g_autofree char *el = cli_format_seconds (elapsed);
   g_autofree char *line = NULL;
-  if (done < total && done > 0)
+  double left = time_left (p, done, total, elapsed);
+  if (done < total && left >= 0)
     {
-      g_autofree char *eta = cli_format_seconds (elapsed / done * (total - done));
-      line = g_strdup_printf ("%s [%s] %d/%d  %s  ETA %s", p->label, bar, done, total, el, eta);
+      g_autofree char *eta = cli_format_seconds (left);
+      line = g_strdup_printf ("%s [%s] %d/%d  %s  ~%s left", p->label, bar, done, total, el,
+                              eta);
     }
   else
     line = g_strdup_printf ("%s [%s] %d/%d  %s", p->label, bar, done, total, el);
@@ -170,10 +213,11 @@ static void
 print_line (CliProgress *p, int done, int total, double elapsed)
 {
   g_autofree char *el = cli_format_seconds (elapsed);
-  if (done < total && done > 0)
+  double left = time_left (p, done, total, elapsed);
+  if (done < total && left >= 0)
     {
-      g_autofree char *eta = cli_format_seconds (elapsed / done * (total - done));
-      fprintf (stderr, "%s: step %d/%d (%s, ETA %s)\n", p->label, done, total, el, eta);
+      g_autofree char *eta = cli_format_seconds (left);
+      fprintf (stderr, "%s: step %d/%d (%s, ~%s left)\n", p->label, done, total, el, eta);
     }
   else
     fprintf (stderr, "%s: step %d/%d (%s)\n", p->label, done, total, el);

@@ -214,15 +214,25 @@ cli_run (const char *cmd, const char *label, CliRunFunc func, DdimModel *model, 
          int height, int width, DdimRunOptions *options, gboolean quiet)
 {
   PlainRun r = { func, model, x, n, height, width };
-  return cli_run_with (cmd, label, plain_run, &r, options, quiet);
+  double estimate = cli_estimate_run (label, model->unet, height, width,
+                                      (double) n * options->steps, FALSE, quiet);
+  return cli_run_with_estimate (cmd, label, plain_run, &r, options, quiet, estimate);
 }
 
 int
 cli_run_with (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
               DdimRunOptions *options, gboolean quiet)
 {
+  return cli_run_with_estimate (cmd, label, func, data, options, quiet, -1);
+}
+
+int
+cli_run_with_estimate (const char *cmd, const char *label, CliRunWithFunc func, gpointer data,
+                       DdimRunOptions *options, gboolean quiet, double estimate)
+{
   g_autoptr (GCancellable) cancellable = g_cancellable_new ();
   g_autoptr (CliProgress) progress = cli_progress_new (label, cancellable, quiet);
+  cli_progress_set_estimate (progress, estimate);
   cli_progress_attach (progress, options);
 
   g_autoptr (GError) error = NULL;

@@ -105,6 +105,9 @@ struct _DdimUNet {
   DdimParallel   *parallel;
   DdimArena       grad_arena;    /* gradients of the backward pass */
   DdimUNetTape   *tape;          /* created on the first backward */
+  /* cost.c: seconds per FLOP measured with cost_threads threads (0: not yet). */
+  double          cost_dense_rate, cost_attention_rate;
+  int             cost_threads;
 };
 
 /* The forward pass; with @tape, everything the backward needs is kept in

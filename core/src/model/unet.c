@@ -31,12 +31,46 @@ typedef struct {
   DdimUNetTape *tape;
   int           n;
   const float  *temb_act;
+  /* A resnet input the fast path may overwrite (the decoder's [h, skip],
+   * dead after the resnet): its norm1 then runs in place. */
+  float        *disposable;
 } Run;
 
 static float *
 keep_alloc (Run *r, gsize n_floats)
 {
   return ddim_arena_alloc (r->tape ? &r->tape->store : r->scratch, n_floats);
+}
+
+/* out = shortcut(x) + b2, what conv2 then accumulates onto. */
+static void
+shortcut_init (Run *run, const DdimResnetLayer *r, const float *x, int h, int w, float *out)
+{
+  int n = run->n;
+  gsize hw = (gsize) h * w;
+  if (r->shortcut.w)
+    {
+      for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < r->cout; ch++)
+          {
+            float v = r->shortcut.b[ch] + r->conv2.b[ch];
+            float *p = out + ((gsize) b * r->cout + ch) * hw;
+            for (gsize i = 0; i < hw; i++)
+              p[i] = v;
+          }
+      ddim_conv2d_forward_accumulate (x, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, out,
+                                      run->scratch);
+    }
+  else
+    for (int b = 0; b < n; b++)
+      for (int ch = 0; ch < r->cout; ch++)
+        {
+          float v = r->conv2.b[ch];
+          const float *xs = x + ((gsize) b * r->cout + ch) * hw;
+          float *p = out + ((gsize) b * r->cout + ch) * hw;
+          for (gsize i = 0; i < hw; i++)
+            p[i] = xs[i] + v;
+        }
 }
 
 /* One ResnetBlock2D. Allocates its output (kept) and returns it. */
@@ -56,8 +90,16 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
    * gradients; otherwise one scratch buffer serves both. */
   float *t1 = run->tape ? keep_alloc (run, (gsize) n * r->cin * hw) : NULL;
   float *t2 = run->tape ? keep_alloc (run, (gsize) n * r->cout * hw) : NULL;
+  gboolean in_place = run->tape == NULL && x == run->disposable;
   gsize mark = ddim_arena_mark (A);
-  if (t1 == NULL)
+  if (in_place)
+    {
+      /* The shortcut reads x before norm1 overwrites it. */
+      shortcut_init (run, r, x, h, w, out);
+      t1 = run->disposable;
+      t2 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
+    }
+  else if (t1 == NULL)
     t2 = t1 = ddim_arena_alloc (A, (gsize) n * MAX (r->cin, r->cout) * hw);
   if (h1 == NULL)
     h1 = ddim_arena_alloc (A, (gsize) n * r->cout * hw);
@@ -100,29 +142,8 @@ resnet_forward (Run *run, const DdimResnetLayer *r, const float *x, int h, int w
 
   /* out = shortcut(x) + b2 + conv2(t2): the shortcut initialises out. */
   gsize total = (gsize) n * r->cout * hw;
-  if (r->shortcut.w)
-    {
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float v = r->shortcut.b[ch] + r->conv2.b[ch];
-            float *p = out + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] = v;
-          }
-      ddim_conv2d_forward_accumulate (x, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0, out,
-                                      A);
-    }
-  else
-    for (int b = 0; b < n; b++)
-      for (int ch = 0; ch < r->cout; ch++)
-        {
-          float v = r->conv2.b[ch];
-          const float *xs = x + ((gsize) b * r->cout + ch) * hw;
-          float *p = out + ((gsize) b * r->cout + ch) * hw;
-          for (gsize i = 0; i < hw; i++)
-            p[i] = xs[i] + v;
-        }
+  if (!in_place)
+    shortcut_init (run, r, x, h, w, out);
   ddim_conv2d_forward_accumulate (t2, n, r->cout, h, w, r->conv2.w, r->cout, 3, 1, 1, 1, out, A);
   if (r->output_scale != 1.f)
     for (gsize i = 0; i < total; i++)
@@ -338,17 +359,27 @@ decoder_run (Run *run, Activation *skips, int n_skips, Activation cur, int h, in
           Activation skip = skips[--n_skips];
           gsize hw = (gsize) h * w;
           int cat_c = cur.channels + skip.channels;
-          float *cat = keep_alloc (run, (gsize) n * cat_c * hw);
-          for (int b = 0; b < n; b++)
+          float *cat;
+          if (tape)
             {
-              memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
-                      sizeof (float) * cur.channels * hw);
-              memcpy (cat + ((gsize) b * cat_c + cur.channels) * hw,
-                      skip.data + (gsize) b * skip.channels * hw,
-                      sizeof (float) * skip.channels * hw);
+              cat = keep_alloc (run, (gsize) n * cat_c * hw);
+              for (int b = 0; b < n; b++)
+                {
+                  memcpy (cat + (gsize) b * cat_c * hw, cur.data + (gsize) b * cur.channels * hw,
+                          sizeof (float) * cur.channels * hw);
+                  memcpy (cat + ((gsize) b * cat_c + cur.channels) * hw,
+                          skip.data + (gsize) b * skip.channels * hw,
+                          sizeof (float) * skip.channels * hw);
+                }
             }
+          else
+            /* In the place of the popped skip and h, which lie there. */
+            cat = ddim_arena_concat_channels (A, skip.mark, n, hw, cur.data, cur.channels,
+                                              skip.data, skip.channels);
           DdimUnitSave *save = tape ? &tape->up[i][j] : NULL;
+          run->disposable = cat;
           float *o = resnet_forward (run, &blk->resnets[j], cat, h, w, save);
+          run->disposable = NULL;
           if (blk->has_attention)
             attention_forward (run, &blk->attentions[j], o, (int) hw, save);
           cur.channels = blk->channels;
@@ -403,7 +434,7 @@ run_begin (DdimUNet *u, DdimUNetTape *tape, int n, int height, int width, Run *r
       tape->height = height;
       tape->width = width;
     }
-  *run = (Run) { u, &u->arena, tape, n, NULL };
+  *run = (Run) { u, &u->arena, tape, n, NULL, NULL };
 }
 
 void

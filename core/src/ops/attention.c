@@ -1,11 +1,16 @@
 /* Spatial self-attention as diffusers' Attention block computes it for
  * UNet2DModel, channel-major throughout so every product is one GEMM:
- * Q = Wq xn + bq is [c, hw]; scores S = Q_h^T K_h [hw, hw]; O_h = V_h S^T. */
+ * Q = Wq xn + bq is [c, hw]; scores S = Q_h^T K_h [hw, hw]; O_h = V_h S^T.
+ * The forward never holds S whole: it goes over tiles of queries and blocks
+ * of keys (memory linear in the tokens); the backward and the JVP recompute
+ * S a block of query rows at a time. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "ops/ops.h"
+#include "ops/parallel.h"
+#include "ops/softmax.h"
 
 /* Y[c, P] = W[c, c] X[c, P] + b. */
 static void
@@ -21,40 +26,143 @@ project (const float *w, const float *b, const float *x, int c, int P, float *y)
   cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, c, P, c, 1.f, w, c, x, P, 1.f, y, P);
 }
 
+/* Tiles of the forward: query rows per work item and keys per block. A
+ * block's scores (128 x 512 floats, 256 KiB) stay in the L2 cache between
+ * the two GEMMs and the exponentials. */
+#define ATTN_QUERY_TILE 128
+#define ATTN_KEY_TILE 512
+#define ATTN_QUERY_TILE_MAX 1024
+/* Least floating-point work for a share of the heads to go to a thread. */
+#define ATTN_MIN_FLOPS_PER_THREAD 4e6
+
+typedef struct {
+  const float *q, *k, *v;   /* [c, hw] */
+  float       *out;         /* [c, hw]: the heads' outputs side by side */
+  int          hw, d, q_tile, k_tile, n_q_tiles;
+  float        scale;
+  float       *scratch;     /* one slot of slot_floats per thread */
+  gsize        slot_floats;
+  gint         next_slot;
+} HeadsJob;
+
+/* The output of head @h for query rows [i0, i0 + rows), a block of keys at
+ * a time with the online softmax: per row the running maximum m and sum l;
+ * a new block with a larger maximum rescales what is accumulated by
+ * exp(m_old - m_new). O is [rows, d] so that rescaling is per row. */
 static void
-softmax_rows (float *s, int rows, int cols)
+attend_tile (const HeadsJob *j, int h, int i0, int rows, float *s, float *o)
 {
-  for (int r = 0; r < rows; r++)
+  int d = j->d, hw = j->hw;
+  gsize hoff = (gsize) h * d * hw;
+  const float *qh = j->q + hoff, *kh = j->k + hoff, *vh = j->v + hoff;
+  float m[ATTN_QUERY_TILE_MAX];
+  double l[ATTN_QUERY_TILE_MAX];
+
+  for (int j0 = 0; j0 < hw; j0 += j->k_tile)
     {
-      float *row = s + (gsize) r * cols;
-      float m = row[0];
-      for (int j = 1; j < cols; j++)
-        m = row[j] > m ? row[j] : m;
-      double sum = 0;
-      for (int j = 0; j < cols; j++)
+      int cols = MIN (j->k_tile, hw - j0);
+      cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, d, j->scale,
+                   qh + i0, hw, kh + j0, hw, 0.f, s, cols);
+      for (int r = 0; r < rows; r++)
         {
-          row[j] = expf (row[j] - m);
-          sum += row[j];
+          float *sr = s + (gsize) r * cols;
+          float block_max = ddim_vmax (sr, cols);
+          float m_new = j0 == 0 || block_max > m[r] ? block_max : m[r];
+          double sum = ddim_vexp_shifted_sum (sr, cols, m_new);
+          if (j0 == 0)
+            l[r] = sum;
+          else
+            {
+              float alpha = expf (m[r] - m_new);
+              l[r] = l[r] * alpha + sum;
+              if (alpha != 1.f)
+                for (int k = 0; k < d; k++)
+                  o[(gsize) r * d + k] *= alpha;
+            }
+          m[r] = m_new;
         }
-      float inv = (float) (1.0 / sum);
-      for (int j = 0; j < cols; j++)
-        row[j] *= inv;
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, d, cols, 1.f, s, cols,
+                   vh + j0, hw, j0 == 0 ? 0.f : 1.f, o, d);
+    }
+
+  float inv[ATTN_QUERY_TILE_MAX];
+  for (int r = 0; r < rows; r++)
+    inv[r] = (float) (1.0 / l[r]);
+  for (int k = 0; k < d; k++)
+    {
+      float *dst = j->out + hoff + (gsize) k * hw + i0;
+      for (int r = 0; r < rows; r++)
+        dst[r] = o[(gsize) r * d + k] * inv[r];
     }
 }
 
-void
-ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParams *p,
-                        DdimArena *arena)
+static void
+attend_range (gsize begin, gsize end, gpointer data)
 {
-  int d = c / p->heads;
-  float scale = 1.f / sqrtf ((float) d);
+  HeadsJob *j = data;
+  float *s = j->scratch + (gsize) g_atomic_int_add (&j->next_slot, 1) * j->slot_floats;
+  float *o = s + (gsize) j->q_tile * j->k_tile;
+  for (gsize it = begin; it < end; it++)
+    {
+      int h = (int) (it / j->n_q_tiles);
+      int i0 = (int) (it % j->n_q_tiles) * j->q_tile;
+      attend_tile (j, h, i0, MIN (j->q_tile, j->hw - i0), s, o);
+    }
+}
+
+/* All heads' outputs into @out, tiles shared between the threads of
+ * @arena. The tiles' GEMMs run single-threaded meanwhile (the threads are
+ * already busy): OpenBLAS's thread count is process-wide, so it is lowered
+ * for the duration and restored. */
+static void
+attend_heads (const float *q, const float *k, const float *v, int c, int hw, int heads,
+              int q_tile, int k_tile, float *out, DdimArena *arena)
+{
+  int d = c / heads;
+  q_tile = CLAMP (q_tile > 0 ? q_tile : ATTN_QUERY_TILE, 1, MIN (hw, ATTN_QUERY_TILE_MAX));
+  k_tile = CLAMP (k_tile > 0 ? k_tile : ATTN_KEY_TILE, 1, hw);
+  int n_threads = ddim_parallel_get_n_threads (arena->parallel);
+  gsize slot = (gsize) q_tile * k_tile + (gsize) q_tile * d;
+  slot = (slot + 15) & ~(gsize) 15;   /* 64-byte aligned slots */
+
+  gsize mark = ddim_arena_mark (arena);
+  HeadsJob job = {
+    .q = q, .k = k, .v = v, .out = out, .hw = hw, .d = d, .q_tile = q_tile,
+    .k_tile = k_tile, .n_q_tiles = (hw + q_tile - 1) / q_tile,
+    .scale = 1.f / sqrtf ((float) d),
+    .scratch = ddim_arena_alloc (arena, slot * n_threads), .slot_floats = slot,
+  };
+  gsize n_items = (gsize) heads * job.n_q_tiles;
+  double item_flops = 4.0 * q_tile * hw * d;
+  gsize min_items = (gsize) MAX (1.0, ceil (ATTN_MIN_FLOPS_PER_THREAD / item_flops));
+
+#ifdef OPENBLAS_VERSION
+  int blas_threads = openblas_get_num_threads ();
+  gboolean lower = n_threads > 1 && blas_threads > 1;
+  if (lower)
+    openblas_set_num_threads (1);
+#endif
+  ddim_parallel_for (arena->parallel, n_items, min_items, attend_range, &job);
+#ifdef OPENBLAS_VERSION
+  if (lower)
+    openblas_set_num_threads (blas_threads);
+#endif
+  ddim_arena_release (arena, mark);
+}
+
+void
+ddim_attention_forward_tiles (float *x, int n, int c, int hw, const DdimAttentionParams *p,
+                              int q_tile, int k_tile, DdimArena *arena)
+{
+  g_return_if_fail (x != NULL && p != NULL && arena != NULL);
+  g_return_if_fail (p->heads > 0 && c % p->heads == 0 && hw > 0);
+
   gsize plane = (gsize) c * hw;
   gsize mark = ddim_arena_mark (arena);
   float *xn = ddim_arena_alloc (arena, plane);
   float *q = ddim_arena_alloc (arena, plane);
   float *k = ddim_arena_alloc (arena, plane);
   float *v = ddim_arena_alloc (arena, plane);
-  float *s = ddim_arena_alloc (arena, (gsize) hw * hw);
 
   for (int b = 0; b < n; b++)
     {
@@ -68,17 +176,7 @@ ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParam
       project (p->k_w, p->k_b, xn, c, hw, k);
       project (p->v_w, p->v_b, xn, c, hw, v);
       /* Heads write their output into xn (no longer needed). */
-      for (int h = 0; h < p->heads; h++)
-        {
-          const float *qh = q + (gsize) h * d * hw;
-          const float *kh = k + (gsize) h * d * hw;
-          const float *vh = v + (gsize) h * d * hw;
-          cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, hw, hw, d, scale,
-                       qh, hw, kh, hw, 0.f, s, hw);
-          softmax_rows (s, hw, hw);
-          cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, hw, hw, 1.f,
-                       vh, hw, s, hw, 0.f, xn + (gsize) h * d * hw, hw);
-        }
+      attend_heads (q, k, v, c, hw, p->heads, q_tile, k_tile, xn, arena);
       /* out = Wo O + bo + residual, then rescale. */
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, c, hw, c, 1.f, p->o_w, c,
                    xn, hw, 1.f, xb, hw);
@@ -91,6 +189,13 @@ ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParam
         }
     }
   ddim_arena_release (arena, mark);
+}
+
+void
+ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParams *p,
+                        DdimArena *arena)
+{
+  ddim_attention_forward_tiles (x, n, c, hw, p, 0, 0, arena);
 }
 
 /* Target size of one block of score rows in the backward, in floats. */
@@ -185,7 +290,7 @@ ddim_attention_backward_block (const float *x, int n, int c, int hw,
               int rb = MIN (block_rows, hw - i0);
               cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
                            qh + i0, hw, kh, hw, 0.f, s, hw);
-              softmax_rows (s, rb, hw);
+              ddim_softmax_rows (s, rb, hw);
               if (o)
                 cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, d, rb, hw, 1.f,
                              vh, hw, s, hw, 0.f, o + hoff + i0, hw);
@@ -321,7 +426,7 @@ ddim_attention_jvp (const float *x, const float *dx, int n, int c, int hw,
               int rb = MIN (block_rows, hw - i0);
               cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
                            qh + i0, hw, kh, hw, 0.f, s, hw);
-              softmax_rows (s, rb, hw);
+              ddim_softmax_rows (s, rb, hw);
               cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,
                            dqh + i0, hw, kh, hw, 0.f, ds, hw);
               cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, rb, hw, d, scale,

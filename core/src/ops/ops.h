@@ -121,6 +121,11 @@ typedef struct {
 
 void ddim_attention_forward (float *x, int n, int c, int hw, const DdimAttentionParams *p,
                              DdimArena *arena);
+/* The same with tiles of @q_tile query rows and blocks of @k_tile keys
+ * (<= 0: automatic; @k_tile >= @hw: the whole softmax at once). For tests. */
+void ddim_attention_forward_tiles (float *x, int n, int c, int hw,
+                                   const DdimAttentionParams *p, int q_tile, int k_tile,
+                                   DdimArena *arena);
 
 /* Parameter gradients of the attention block (accumulated); any may be NULL. */
 typedef struct {
