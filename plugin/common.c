@@ -146,8 +146,10 @@ ddim_plugin_progress_start (DdimProgress *progress, const char *title, const cha
   progress->step_format = step_format;
   progress->offset = 0;
   progress->total = 0;
+  progress->estimate = NULL;
   gimp_progress_init (title);
 }
+
 
 void
 ddim_plugin_progress_cb (int done, int total, gpointer data)
@@ -156,7 +158,11 @@ ddim_plugin_progress_cb (int done, int total, gpointer data)
   done += progress->offset;
   if (progress->total > 0)
     total = progress->total;
-  gimp_progress_set_text_printf (progress->step_format, done, total);
+  g_autofree char *text = g_strdup_printf (progress->step_format, done, total);
+  if (progress->estimate != NULL)
+    gimp_progress_set_text_printf ("%s (%s)", text, progress->estimate);
+  else
+    gimp_progress_set_text_printf ("%s", text);
   gimp_progress_update (total > 0 ? (double) done / total : 0.0);
 }
 

@@ -175,6 +175,8 @@ typedef struct {
   const char *step_format;
   int         offset;   /* added to each step count ... */
   int         total;    /* ... shown out of this total, when > 0 */
+  const char *estimate; /* "about 40 s in all": shown after the steps when set
+                         * (borrowed) */
 } DdimProgress;
 void            ddim_plugin_progress_start (DdimProgress *progress, const char *title,
                                             const char *step_format);
@@ -307,5 +309,27 @@ GimpValueArray *ddim_plugin_show_directions (GimpProcedure *procedure, GimpImage
                                              int rw, int rh, gboolean native,
                                              const float *alpha, const char *group_name,
                                              GError **error);
+
+/* ---- Run-time estimates (estimate.c, ddim/cost.h). */
+
+/* An interactive native-size run estimated above this asks first. */
+#define DDIM_PLUGIN_LONG_RUN_SECONDS 180.0
+
+/* Model evaluations per step of an inversion method. */
+int             ddim_plugin_method_evaluations (DdimInversionMethod method);
+/* Seconds for @evaluations passes at @mw x @mh; negative when unknown. */
+double          ddim_plugin_estimate_seconds (DdimModel *model, int mw, int mh,
+                                              int evaluations);
+/* "40 s", "12 min" (g_free). */
+char           *ddim_plugin_format_seconds (double seconds);
+/* Before an interactive native-size run of @evaluations model passes on a
+ * @width x @height region that is estimated above
+ * DDIM_PLUGIN_LONG_RUN_SECONDS: says so and offers fit mode (then
+ * settings->native becomes FALSE). FALSE with *@cancelled when the user
+ * cancels. Other runs: TRUE at once. */
+gboolean        ddim_plugin_confirm_long_run (GimpRunMode run_mode,
+                                              DdimInvertSettings *settings, const char *name,
+                                              int width, int height, int evaluations,
+                                              gboolean *cancelled);
 
 G_END_DECLS

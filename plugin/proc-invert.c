@@ -67,6 +67,12 @@ invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
     return ddim_plugin_fail (procedure, error);
   DdimInvertSettings settings = { model, steps, method, native };
   int mw, mh;
+  gboolean cancelled = FALSE;
+  if (!ddim_plugin_confirm_long_run (run_mode, &settings, name, rw, rh,
+                                     steps * ddim_plugin_method_evaluations (method),
+                                     &cancelled))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
+  native = settings.native;
   if (!ddim_plugin_check_settings (&settings, name, rw, rh, partial, &mw, &mh, &error))
     return ddim_plugin_fail (procedure, error);
 

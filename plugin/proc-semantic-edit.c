@@ -265,6 +265,12 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
     return ddim_plugin_fail (procedure, error);
   DdimInvertSettings settings = { model, steps, method, native };
   int mw, mh;
+  gboolean cancelled = FALSE;
+  int evaluations = steps * ddim_plugin_method_evaluations (method)
+                    + steps * (result_mode == DDIM_EDIT_RESULT_DETAIL ? 3 : 2);
+  if (!ddim_plugin_confirm_long_run (run_mode, &settings, name, rw, rh, evaluations, &cancelled))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
+  native = settings.native;
   if (!ddim_plugin_check_settings (&settings, name, rw, rh, partial, &mw, &mh, &error))
     return ddim_plugin_fail (procedure, error);
 
@@ -321,6 +327,10 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   DdimProgress progress;
   ddim_plugin_progress_start (&progress, _("Editing"), _("Editing: step %d/%d"));
   progress.total = detail && strength != 0.0 ? 2 * latent->steps : latent->steps;
+  double seconds = ddim_plugin_estimate_seconds (model, mw, mh, progress.total * 3 / 2);
+  g_autofree char *eta = ddim_plugin_format_seconds (seconds);
+  g_autofree char *estimate = seconds >= 0 ? g_strdup_printf (_("about %s in all"), eta) : NULL;
+  progress.estimate = estimate;
   DdimRunOptions o;
   ddim_run_options_init (&o, model->schedule);
   o.steps = latent->steps;
