@@ -10,6 +10,7 @@
 #pragma once
 
 #include <libgimp/gimp.h>
+#include <gtk/gtk.h>
 #include <glib/gi18n.h>
 
 #include "ddim/ddim.h"
@@ -108,13 +109,30 @@ typedef struct {
   const char        *title;
   gboolean           direction;
   gboolean           strength;
+  gboolean           preview;   /* Semantic edit's preview of the drawable */
   const char *const *main;
   const char *const *advanced;
 } DdimDialogSpec;
 
 /* Shows the procedure's dialog (interactive runs). FALSE: cancelled. */
 gboolean        ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
-                                        const DdimDialogSpec *spec);
+                                        const DdimDialogSpec *spec, GimpDrawable *drawable);
+
+/* Semantic edit's preview (preview.c): the edit of @drawable's region at
+ * the model's size, from @config's arguments; live when an edit is
+ * estimated under a second, else behind a Preview button. */
+typedef struct _DdimDialogPreview DdimDialogPreview;
+DdimDialogPreview *ddim_dialog_preview_new (GimpProcedureConfig *config,
+                                            GimpDrawable *drawable);
+GtkWidget      *ddim_dialog_preview_get_widget (DdimDialogPreview *preview);
+/* The arguments changed: recompute soon (live) or say it is stale. */
+void            ddim_dialog_preview_invalidate (DdimDialogPreview *preview);
+void            ddim_dialog_preview_free (DdimDialogPreview *preview);
+
+/* Semantic edit's direction argument resolved for @model (borrowed from
+ * the returned set). */
+DdimDirectionSet *ddim_plugin_resolve_direction (const char *arg, DdimModel *model,
+                                                 DdimDirection **out, GError **error);
 
 /* The single layer the procedure works on: exactly one drawable, a layer
  * that is not a group, in an image that is not indexed. */

@@ -266,7 +266,7 @@ make_choosers (DialogState *state, gboolean with_direction)
 
 gboolean
 ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
-                        const DdimDialogSpec *spec)
+                        const DdimDialogSpec *spec, GimpDrawable *drawable)
 {
   gimp_ui_init (DDIM_PLUGIN_BINARY);
   GtkWidget *dialog = gimp_procedure_dialog_new (procedure, config, _(spec->title));
@@ -277,6 +277,17 @@ ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
   GtkWidget *choosers = make_choosers (&state, spec->direction);
   gtk_box_pack_start (GTK_BOX (content), choosers, FALSE, FALSE, 0);
   gtk_widget_show_all (choosers);
+  DdimDialogPreview *preview = NULL;
+  gulong notify_id = 0;
+  if (spec->preview && drawable != NULL)
+    {
+      preview = ddim_dialog_preview_new (config, drawable);
+      gtk_box_pack_start (GTK_BOX (content), ddim_dialog_preview_get_widget (preview), FALSE,
+                          FALSE, 0);
+      notify_id = g_signal_connect_swapped (config, "notify",
+                                            G_CALLBACK (ddim_dialog_preview_invalidate),
+                                            preview);
+    }
 
   if (spec->strength)
     {
@@ -302,6 +313,11 @@ ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
     gimp_procedure_dialog_fill_list (pd, shown);
 
   gboolean ok = gimp_procedure_dialog_run (pd);
+  if (preview != NULL)
+    {
+      g_signal_handler_disconnect (config, notify_id);
+      ddim_dialog_preview_free (preview);
+    }
   gtk_widget_destroy (dialog);
   g_free (state.current_model);
   return ok;

@@ -201,7 +201,7 @@ discover_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   if (layer == NULL)
     return ddim_plugin_fail (procedure, error);
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &discover_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &discover_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

@@ -104,7 +104,7 @@ fit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
       }
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &fit_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &fit_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

@@ -191,7 +191,7 @@ interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
         g_object_set (config, "second-layer", next, NULL);
     }
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &interpolate_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &interpolate_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

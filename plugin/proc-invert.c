@@ -40,7 +40,7 @@ invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   g_autofree char *name = gimp_item_get_name (GIMP_ITEM (layer));
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &invert_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &invert_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

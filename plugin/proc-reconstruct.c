@@ -50,7 +50,7 @@ reconstruct_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
                                           : NULL;
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &reconstruct_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &reconstruct_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

@@ -164,10 +164,18 @@ resolve_direction (const char *arg, const char *model_folder, const char *weight
   return g_steal_pointer (&set);
 }
 
+DdimDirectionSet *
+ddim_plugin_resolve_direction (const char *arg, DdimModel *model, DdimDirection **out,
+                               GError **error)
+{
+  return resolve_direction (arg, model->path, model->weights_sha256, out, error);
+}
+
 static const char *const edit_main[] = { "strength", "result", NULL };
 static const char *const edit_advanced[] = { "steps", "method", "resize", "t-edit", NULL };
 static const DdimDialogSpec edit_dialog = {
-  .title = N_("Semantic edit"), .direction = TRUE, .strength = TRUE, .main = edit_main,
+  .title = N_("Semantic edit"), .direction = TRUE, .strength = TRUE, .preview = TRUE,
+  .main = edit_main,
   .advanced = edit_advanced,
 };
 
@@ -210,7 +218,7 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   g_autofree char *name = gimp_item_get_name (GIMP_ITEM (picture));
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog_run (procedure, config, &edit_dialog))
+      && !ddim_plugin_dialog_run (procedure, config, &edit_dialog, drawable))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

@@ -12,10 +12,14 @@ Steps (LABEL is the text of a control's label, as "Strength"):
                        TEXT (for GIMP's own drop-downs: the choice's nick)
   value=LABEL:NUMBER   the number field LABEL holds NUMBER
   collapsed=NAME       the expander NAME is collapsed
+  has=NAME             some widget (an image, a label...) is named NAME
   set=LABEL:NUMBER     sets the number field LABEL to NUMBER
   select=LABEL:TEXT    chooses the entry of drop-down LABEL that starts with TEXT
   shot=FILE            a PNG of the dialog (ImageMagick's import)
-  press=NAME           presses the button NAME ("OK", "Cancel")
+  press=NAME           presses the button NAME ("OK", "Cancel": then waits
+                       for the dialog to close)
+  preview              shows the preview: presses "Preview" unless it is
+                       live, then waits for it to be computed
   dump                 prints the dialog's widget tree
 """
 import subprocess
@@ -131,6 +135,9 @@ def run_step(dialog, step):
         time.sleep(0.5)
         if abs(field.currentValue - float(text)) > 1e-9:
             fail("%s did not take %s (it holds %s)" % (label, text, field.currentValue))
+    elif key == "has":
+        if not any(acc.name == arg for acc in walk(dialog)):
+            fail("nothing named %r" % arg)
     elif key == "collapsed":
         for acc in walk(dialog):
             if acc.getRoleName() == "toggle button" and acc.name == arg:
@@ -151,7 +158,12 @@ def run_step(dialog, step):
                 break
         else:
             fail("%s has no entry %r (it has %s)" % (label, text, names))
+        # The dialog may be busy (a live preview computes after a change).
+        shown_by = time.time() + 30
         shown = current_text(combo)
+        while not shown.startswith(text) and time.time() < shown_by:
+            time.sleep(0.5)
+            shown = current_text(combo)
         if not shown.startswith(text):
             fail("choosing %r in %s shows %r" % (text, label, shown))
     elif key == "shot":
@@ -175,6 +187,23 @@ def run_step(dialog, step):
                 break
         else:
             fail("no button %r" % arg)
+    elif key == "preview":
+        def labels():
+            return [a.name for a in walk(dialog) if a.getRoleName() == "label"]
+        buttons = [a for a in walk(dialog) if a.getRoleName() in ("push button", "button")
+                   and a.name == "Preview" and a.getState().contains(pyatspi.STATE_SHOWING)]
+        if buttons:
+            buttons[0].queryAction().doAction(0)
+        ready_by = time.time() + 90
+        while time.time() < ready_by:
+            try:
+                if any(n == "Preview" or n.startswith("Preview (") for n in labels()):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        else:
+            fail("the preview was not computed (labels: %s)" % labels())
     elif key == "dump":
         dump(dialog)
     else:
