@@ -182,6 +182,10 @@ on_model_changed (GtkComboBox *combo, DialogState *state)
       return;
     }
   describe_active (combo);
+  /* Back to the same model (a cancelled or refused "Other folder…"):
+   * nothing changed, and its message stays. */
+  if (g_strcmp0 (id, state->current_model) == 0)
+    return;
   g_free (state->current_model);
   state->current_model = g_strdup (id);
   g_object_set (state->config, "model-folder", id, NULL);
