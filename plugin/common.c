@@ -8,9 +8,10 @@
 void
 ddim_plugin_add_model_argument (GimpProcedure *procedure)
 {
-  gimp_procedure_add_string_argument (procedure, "model-folder", _("_Model folder"),
-      _("A diffusers UNet2DModel folder (config.json, diffusion_pytorch_model.safetensors, "
-        "scheduler config); empty: the model that comes with the plug-in"),
+  gimp_procedure_add_string_argument (procedure, "model-folder", _("_Model"),
+      _("The model's folder: a diffusers UNet2DModel folder (config.json, "
+        "diffusion_pytorch_model.safetensors, scheduler config) or a PyTorch checkpoint "
+        "folder; empty: the model that comes with the plug-in"),
       "", G_PARAM_READWRITE);
 }
 
@@ -18,25 +19,27 @@ void
 ddim_plugin_add_inversion_arguments (GimpProcedure *procedure, DdimInversionMethod default_method,
                                      int default_steps)
 {
-  gimp_procedure_add_int_argument (procedure, "steps", _("_Steps"),
-      _("Number of DDIM steps (more: slower, closer to the exact inverse)"),
+  gimp_procedure_add_int_argument (procedure, "steps", _("_Quality (steps)"),
+      _("How many steps the model takes between the picture and its noise: more is slower "
+        "and more faithful to the picture"),
       1, 1000, default_steps, G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (procedure, "method", _("Inversion _method"),
-      _("How the image is inverted"),
+  gimp_procedure_add_choice_argument (procedure, "method", _("_Way to find the noise"),
+      _("How the picture is turned into the model's noise (inversion method)"),
       gimp_choice_new_with_values (
-          "ddim", DDIM_METHOD_DDIM, _("DDIM"),
+          "ddim", DDIM_METHOD_DDIM, _("Fast (DDIM)"),
           _("Plain DDIM inversion: one model evaluation per step, approximate"),
-          "fixed-point", DDIM_METHOD_FIXED_POINT, _("Fixed-point"),
+          "fixed-point", DDIM_METHOD_FIXED_POINT, _("Careful (fixed-point)"),
           _("Each step solved by fixed-point iteration: several evaluations per step, "
             "closer to exact"),
-          "edict", DDIM_METHOD_EDICT, _("EDICT"),
+          "edict", DDIM_METHOD_EDICT, _("Exact, twice the time (EDICT)"),
           _("Two coupled sequences, exactly invertible: two evaluations per step"),
-          "bdia", DDIM_METHOD_BDIA, _("BDIA"),
+          "bdia", DDIM_METHOD_BDIA, _("Exact (BDIA)"),
           _("Bidirectional integration, exactly invertible: one evaluation per step"),
           NULL),
       ddim_inversion_method_to_string (default_method), G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (procedure, "resize", _("_Resolution"),
-      _("How the layer's size is matched to the model"),
+  gimp_procedure_add_choice_argument (procedure, "resize", _("Resolutio_n"),
+      _("How the layer's size is matched to the model's: fit (fast; the result is brought "
+        "back to the layer's size) or the layer's own size (slower, for large pictures)"),
       gimp_choice_new_with_values (
           "fit", DDIM_RESIZE_MODE_FIT, _("Fit to model size (detail transfer)"),
           _("Resize to the model's size; results are brought back to the layer's size"),
@@ -63,17 +66,6 @@ ddim_plugin_fail (GimpProcedure *procedure, GError *error)
 {
   gimp_progress_end ();
   return gimp_procedure_new_return_values (procedure, GIMP_PDB_EXECUTION_ERROR, error);
-}
-
-gboolean
-ddim_plugin_dialog (GimpProcedure *procedure, GimpProcedureConfig *config, const char *title)
-{
-  gimp_ui_init (DDIM_PLUGIN_BINARY);
-  GtkWidget *dialog = gimp_procedure_dialog_new (procedure, config, title);
-  gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), NULL);
-  gboolean ok = gimp_procedure_dialog_run (GIMP_PROCEDURE_DIALOG (dialog));
-  gtk_widget_destroy (dialog);
-  return ok;
 }
 
 GimpLayer *
@@ -154,8 +146,10 @@ ddim_plugin_progress_start (DdimProgress *progress, const char *title, const cha
   progress->step_format = step_format;
   progress->offset = 0;
   progress->total = 0;
+  progress->estimate = NULL;
   gimp_progress_init (title);
 }
+
 
 void
 ddim_plugin_progress_cb (int done, int total, gpointer data)
@@ -164,7 +158,11 @@ ddim_plugin_progress_cb (int done, int total, gpointer data)
   done += progress->offset;
   if (progress->total > 0)
     total = progress->total;
-  gimp_progress_set_text_printf (progress->step_format, done, total);
+  g_autofree char *text = g_strdup_printf (progress->step_format, done, total);
+  if (progress->estimate != NULL)
+    gimp_progress_set_text_printf ("%s (%s)", text, progress->estimate);
+  else
+    gimp_progress_set_text_printf ("%s", text);
   gimp_progress_update (total > 0 ? (double) done / total : 0.0);
 }
 

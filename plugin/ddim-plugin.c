@@ -19,6 +19,8 @@ static const DdimProcedureInfo *const procedures[] = {
   &ddim_reconstruct_procedure,
   &ddim_semantic_edit_procedure,
   &ddim_interpolate_procedure,
+  &ddim_discover_procedure,
+  &ddim_fit_procedure,
 };
 
 static const DdimProcedureInfo *
@@ -51,7 +53,9 @@ ddim_plugin_create_procedure (GimpPlugIn *plug_in, const char *name)
                                                        GIMP_PDB_PROC_TYPE_PLUGIN, info->run,
                                                        (gpointer) info, NULL);
   gimp_procedure_set_image_types (procedure, "RGB*, GRAY*");
-  gimp_procedure_set_sensitivity_mask (procedure, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
+  gimp_procedure_set_sensitivity_mask (procedure, info->several_layers
+      ? GIMP_PROCEDURE_SENSITIVE_DRAWABLE | GIMP_PROCEDURE_SENSITIVE_DRAWABLES
+      : GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
   /* The label first: add_menu_path needs it. */
   gimp_procedure_set_menu_label (procedure, _(info->menu_label));
   gimp_procedure_add_menu_path (procedure, DDIM_MENU_PATH);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <libgimp/gimp.h>
+#include <gtk/gtk.h>
 #include <glib/gi18n.h>
 
 #include "ddim/ddim.h"
@@ -35,6 +36,7 @@ typedef struct {
   const char *blurb;        /* N_() */
   const char *help;         /* N_() */
   const char *icon;         /* file name in the plug-in's icons/ folder */
+  gboolean    several_layers; /* works on one or more selected layers */
   void      (*add_arguments) (GimpProcedure *procedure);
   GimpRunImageFunc run;
 } DdimProcedureInfo;
@@ -43,6 +45,14 @@ extern const DdimProcedureInfo ddim_invert_procedure;
 extern const DdimProcedureInfo ddim_reconstruct_procedure;
 extern const DdimProcedureInfo ddim_semantic_edit_procedure;
 extern const DdimProcedureInfo ddim_interpolate_procedure;
+extern const DdimProcedureInfo ddim_discover_procedure;
+extern const DdimProcedureInfo ddim_fit_procedure;
+
+/* Semantic edit's result choice ids. */
+typedef enum {
+  DDIM_EDIT_RESULT_DETAIL,   /* original + upsample (edited - reconstructed) */
+  DDIM_EDIT_RESULT_MODEL     /* the edited image, resized to the region */
+} DdimEditResult;
 
 /* Resize choice ids. */
 typedef enum {
@@ -82,15 +92,47 @@ void            ddim_plugin_add_inversion_arguments (GimpProcedure *procedure,
 #define DDIM_PLUGIN_INVERT_STEPS_DEFAULT  20
 #define DDIM_PLUGIN_DECODE_METHOD_DEFAULT DDIM_METHOD_DDIM
 #define DDIM_PLUGIN_DECODE_STEPS_DEFAULT  50
+/* Semantic edit's "result" (a choice nick). */
+#define DDIM_PLUGIN_EDIT_RESULT_DEFAULT   "model"
 
 /* An EXECUTION_ERROR return with @error (taken). */
 GimpValueArray *ddim_plugin_fail (GimpProcedure *procedure, GError *error);
 /* Sets a GIMP_PLUG_IN_ERROR. */
 void            ddim_plugin_set_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
+/* What a procedure's dialog shows (dialog.c): a Model drop-down (argument
+ * "model-folder"), with @direction a Direction drop-down that follows it
+ * ("direction"), with @strength "strength" as a -2..2 slider; then the
+ * arguments in @main, then those in @advanced in a collapsed "Advanced"
+ * section (both NULL-terminated; may be NULL). */
+typedef struct {
+  const char        *title;
+  gboolean           direction;
+  gboolean           strength;
+  gboolean           preview;   /* Semantic edit's preview of the drawable */
+  const char *const *main;
+  const char *const *advanced;
+} DdimDialogSpec;
+
 /* Shows the procedure's dialog (interactive runs). FALSE: cancelled. */
-gboolean        ddim_plugin_dialog (GimpProcedure *procedure, GimpProcedureConfig *config,
-                                    const char *title);
+gboolean        ddim_plugin_dialog_run (GimpProcedure *procedure, GimpProcedureConfig *config,
+                                        const DdimDialogSpec *spec, GimpDrawable *drawable);
+
+/* Semantic edit's preview (preview.c): the edit of @drawable's region at
+ * the model's size, from @config's arguments; live when an edit is
+ * estimated under a second, else behind a Preview button. */
+typedef struct _DdimDialogPreview DdimDialogPreview;
+DdimDialogPreview *ddim_dialog_preview_new (GimpProcedureConfig *config,
+                                            GimpDrawable *drawable);
+GtkWidget      *ddim_dialog_preview_get_widget (DdimDialogPreview *preview);
+/* The arguments changed: recompute soon (live) or say it is stale. */
+void            ddim_dialog_preview_invalidate (DdimDialogPreview *preview);
+void            ddim_dialog_preview_free (DdimDialogPreview *preview);
+
+/* Semantic edit's direction argument resolved for @model (borrowed from
+ * the returned set). */
+DdimDirectionSet *ddim_plugin_resolve_direction (const char *arg, DdimModel *model,
+                                                 DdimDirection **out, GError **error);
 
 /* The single layer the procedure works on: exactly one drawable, a layer
  * that is not a group, in an image that is not indexed. */
@@ -104,12 +146,55 @@ char           *ddim_plugin_default_model_folder (void);
  * @used_folder (optional) receives the absolute folder. */
 DdimModel      *ddim_plugin_load_model (const char *folder, char **used_folder, GError **error);
 
+/* ---- Models and directions (models.c). */
+
+/* A model the dialogs offer: @folder is the "model-folder" argument's value
+ * ("" for the embedded model, else an absolute folder). */
+typedef struct {
+  char *folder;
+  char *label;    /* readable: the model card's title, else the folder's name */
+} DdimModelEntry;
+
+void            ddim_model_entry_free (DdimModelEntry *entry);
+/* The embedded model first, then every folder the library can read under
+ * $XDG_DATA_HOME/ddim-inversion/models/ and the GIMP profile's
+ * ddim-inversion/models/ (DdimModelEntry, sorted by folder name). */
+GPtrArray      *ddim_plugin_list_models (void);
+/* Whether the library can read the model in @folder (its configuration;
+ * the weights are read when it is used). */
+gboolean        ddim_plugin_check_model_folder (const char *folder, GError **error);
+/* A readable name for the model in @folder (g_free). */
+char           *ddim_plugin_model_label (const char *folder);
+/* $XDG_DATA_HOME/ddim-inversion/models (g_free). */
+char           *ddim_plugin_user_models_dir (void);
+/* The user's own directions for the model whose weights have
+ * @weights_sha256: $XDG_DATA_HOME/ddim-inversion/directions/<sha>.safetensors
+ * (g_free). */
+char           *ddim_plugin_user_directions_path (const char *weights_sha256);
+/* The directions of a model: those of @model_folder's directions file,
+ * then the user's for @weights_sha256 (NULL: none) whose names the
+ * model's file does not use. An empty set when there are none. */
+DdimDirectionSet *ddim_plugin_load_directions (const char *model_folder,
+                                               const char *weights_sha256, GError **error);
+/* Adds @added (copies; same names replaced) to the user's directions for
+ * @weights_sha256. */
+gboolean        ddim_plugin_save_user_directions (const char *weights_sha256,
+                                                  DdimDirectionSet *added, GError **error);
+/* The raw strength that the plug-in's strength 1.0 means for @direction:
+ * its recommended strength (the top of its range; else what its range or
+ * sigma gives; else 1). */
+double          ddim_plugin_direction_unit (const DdimDirection *direction);
+/* "name — description" (g_free). */
+char           *ddim_plugin_direction_label (const DdimDirection *direction);
+
 /* Progress: @title at first, then @step_format (two %d: step, steps), as
  * in "Inverting: step 12/50". */
 typedef struct {
   const char *step_format;
   int         offset;   /* added to each step count ... */
   int         total;    /* ... shown out of this total, when > 0 */
+  const char *estimate; /* "about 40 s in all": shown after the steps when set
+                         * (borrowed) */
 } DdimProgress;
 void            ddim_plugin_progress_start (DdimProgress *progress, const char *title,
                                             const char *step_format);
@@ -220,5 +305,49 @@ gboolean        ddim_plugin_latent_matches (const DdimLatent *latent,
                                             int width, int height);
 /* The text for a latent's settings, "10 steps, DDIM, fit" (g_free). */
 char           *ddim_plugin_latent_describe (const DdimLatent *latent);
+
+/* ---- Showing directions (proc-discover.c). */
+
+/* Three edits of @latent along @direction, at −1, 0 and +1 times its
+ * recommended strength (@plain: the latent sampled without edit), each
+ * brought to @rw x @rh (cropped when @native) with @alpha, side by side
+ * into @strip (RGBA, 3 @rw x @rh). */
+gboolean        ddim_plugin_edit_strip (DdimModel *model, const DdimLatent *latent,
+                                        DdimDirection *direction, const float *plain, int rw,
+                                        int rh, gboolean native, const float *alpha,
+                                        float *strip, GError **error);
+/* Adds a layer group @group_name above @layer holding one such strip per
+ * direction of @directions, the first at image offsets (@x, @y), the next
+ * ones below it; ends the progress and returns the success values with the
+ * group, or NULL and @error. */
+GimpValueArray *ddim_plugin_show_directions (GimpProcedure *procedure, GimpImage *image,
+                                             GimpLayer *layer, DdimModel *model,
+                                             const DdimLatent *latent,
+                                             DdimDirectionSet *directions, int x, int y,
+                                             int rw, int rh, gboolean native,
+                                             const float *alpha, const char *group_name,
+                                             GError **error);
+
+/* ---- Run-time estimates (estimate.c, ddim/cost.h). */
+
+/* An interactive native-size run estimated above this asks first. */
+#define DDIM_PLUGIN_LONG_RUN_SECONDS 180.0
+
+/* Model evaluations per step of an inversion method. */
+int             ddim_plugin_method_evaluations (DdimInversionMethod method);
+/* Seconds for @evaluations passes at @mw x @mh; negative when unknown. */
+double          ddim_plugin_estimate_seconds (DdimModel *model, int mw, int mh,
+                                              int evaluations);
+/* "40 s", "12 min" (g_free). */
+char           *ddim_plugin_format_seconds (double seconds);
+/* Before an interactive native-size run of @evaluations model passes on a
+ * @width x @height region that is estimated above
+ * DDIM_PLUGIN_LONG_RUN_SECONDS: says so and offers fit mode (then
+ * settings->native becomes FALSE). FALSE with *@cancelled when the user
+ * cancels. Other runs: TRUE at once. */
+gboolean        ddim_plugin_confirm_long_run (GimpRunMode run_mode,
+                                              DdimInvertSettings *settings, const char *name,
+                                              int width, int height, int evaluations,
+                                              gboolean *cancelled);
 
 G_END_DECLS

@@ -93,6 +93,11 @@ ddim_plugin_invert (const DdimInvertSettings *settings, const float *x0, int mw,
   DdimModel *model = settings->model;
   DdimProgress progress;
   ddim_plugin_progress_start (&progress, _("Inverting"), _("Inverting: step %d/%d"));
+  double seconds = ddim_plugin_estimate_seconds (model, mw, mh, settings->steps
+                       * ddim_plugin_method_evaluations (settings->method));
+  g_autofree char *eta = ddim_plugin_format_seconds (seconds);
+  g_autofree char *estimate = seconds >= 0 ? g_strdup_printf (_("about %s in all"), eta) : NULL;
+  progress.estimate = estimate;
   DdimRunOptions o;
   ddim_run_options_init (&o, model->schedule);
   o.steps = settings->steps;

@@ -29,13 +29,13 @@ interpolate_add_arguments (GimpProcedure *procedure)
   ddim_plugin_add_model_argument (procedure);
   ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
                                        DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
-  gimp_procedure_add_layer_argument (procedure, "second-layer", _("Second _layer"),
+  gimp_procedure_add_layer_argument (procedure, "second-layer", _("Second la_yer"),
       _("The layer to interpolate to (the selected layer is the first)"), TRUE,
       G_PARAM_READWRITE);
   gimp_procedure_add_int_argument (procedure, "frames", _("_Frames"),
       _("Number of frames, the two layers' reconstructions included"),
       2, 64, 8, G_PARAM_READWRITE);
-  gimp_procedure_add_boolean_argument (procedure, "interpolate-h", _("Interpolate _h too"),
+  gimp_procedure_add_boolean_argument (procedure, "interpolate-h", _("Interpolate h-space _too"),
       _("Also interpolate the model's h-space (mid-block output) over the second half of "
         "the steps: smoother transitions"),
       FALSE, G_PARAM_READWRITE);
@@ -139,6 +139,36 @@ picture_latent (GimpImage *image, GimpLayer *layer, const DdimInvertSettings *se
                              same_size ? lh : height, error);
 }
 
+static const char *const interpolate_main[] = { "second-layer", "frames", NULL };
+static const char *const interpolate_advanced[] = {
+  "interpolate-h", "steps", "method", "resize", NULL
+};
+static const DdimDialogSpec interpolate_dialog = {
+  .title = N_("Interpolate latents"), .main = interpolate_main,
+  .advanced = interpolate_advanced,
+};
+
+/* The layer below @layer in its stack (else the one above) that is not a
+ * group; NULL when there is none. */
+static GimpLayer *
+neighbour_layer (GimpImage *image, GimpLayer *layer)
+{
+  GimpItem *parent = gimp_item_get_parent (GIMP_ITEM (layer));
+  g_autofree GimpItem **siblings = parent ? gimp_item_get_children (parent)
+                                          : (GimpItem **) gimp_image_get_layers (image);
+  int n = 0, at = -1;
+  for (; siblings != NULL && siblings[n] != NULL; n++)
+    if (siblings[n] == GIMP_ITEM (layer))
+      at = n;
+  for (int i = at + 1; at >= 0 && i < n; i++)
+    if (!gimp_item_is_group (siblings[i]))
+      return GIMP_LAYER (siblings[i]);
+  for (int i = at - 1; i >= 0; i--)
+    if (!gimp_item_is_group (siblings[i]))
+      return GIMP_LAYER (siblings[i]);
+  return NULL;
+}
+
 static GimpValueArray *
 interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                  GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
@@ -151,8 +181,17 @@ interpolate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
   if (first == NULL)
     return ddim_plugin_fail (procedure, error);
 
+  if (run_mode == GIMP_RUN_INTERACTIVE)
+    {
+      /* The dialog offers the next layer as the second one. */
+      g_autoptr (GimpLayer) chosen = NULL;
+      g_object_get (config, "second-layer", &chosen, NULL);
+      GimpLayer *next = chosen == NULL ? neighbour_layer (image, first) : NULL;
+      if (next != NULL)
+        g_object_set (config, "second-layer", next, NULL);
+    }
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog (procedure, config, _("Interpolate latents")))
+      && !ddim_plugin_dialog_run (procedure, config, &interpolate_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

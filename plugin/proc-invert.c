@@ -19,6 +19,12 @@ invert_add_arguments (GimpProcedure *procedure)
       _("The new layer showing the latent"), FALSE, G_PARAM_READWRITE);
 }
 
+static const char *const invert_main[] = { "latent-file", NULL };
+static const char *const invert_advanced[] = { "steps", "method", "resize", NULL };
+static const DdimDialogSpec invert_dialog = {
+  .title = N_("Invert to latent"), .main = invert_main, .advanced = invert_advanced,
+};
+
 static GimpValueArray *
 invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
             GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
@@ -34,7 +40,7 @@ invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   g_autofree char *name = gimp_item_get_name (GIMP_ITEM (layer));
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog (procedure, config, _("Invert to latent")))
+      && !ddim_plugin_dialog_run (procedure, config, &invert_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;
@@ -61,6 +67,12 @@ invert_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
     return ddim_plugin_fail (procedure, error);
   DdimInvertSettings settings = { model, steps, method, native };
   int mw, mh;
+  gboolean cancelled = FALSE;
+  if (!ddim_plugin_confirm_long_run (run_mode, &settings, name, rw, rh,
+                                     steps * ddim_plugin_method_evaluations (method),
+                                     &cancelled))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
+  native = settings.native;
   if (!ddim_plugin_check_settings (&settings, name, rw, rh, partial, &mw, &mh, &error))
     return ddim_plugin_fail (procedure, error);
 

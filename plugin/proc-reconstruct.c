@@ -20,6 +20,8 @@ reconstruct_add_arguments (GimpProcedure *procedure)
       G_PARAM_READWRITE);
 }
 
+static const DdimDialogSpec reconstruct_dialog = { .title = N_("Reconstruct") };
+
 static GimpValueArray *
 reconstruct_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                  GimpDrawable **drawables, GimpProcedureConfig *config, gpointer run_data)
@@ -48,7 +50,7 @@ reconstruct_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *imag
                                           : NULL;
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog (procedure, config, _("Reconstruct")))
+      && !ddim_plugin_dialog_run (procedure, config, &reconstruct_dialog, NULL))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;

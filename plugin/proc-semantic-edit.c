@@ -9,13 +9,18 @@
  * procedure works on the layer the latent was made from (found by its
  * tattoo), over the region that was inverted.
  *
- * From the latent x_T it samples twice with deterministic DDIM: once plain
- * (the reconstruction; ddim_edit at strength 0, which is ddim_sample bit
- * for bit) and once edited (ddim/edit.h). Only the difference reaches the
- * picture: result = original + upsample (edited - reconstructed), at the
- * layer's full resolution, through the selection mask (a feathered
- * selection fades the edit out; outside it, and wherever the difference
- * is 0, the pixels are the original's bit for bit). Latents of EDICT and
+ * The strength counts in the direction's recommended strength (its
+ * strength_max): 1 is what the direction was made to be used at.
+ *
+ * Result "model": the edited image itself (deterministic DDIM from the
+ * latent x_T with the edit, ddim/edit.h), resized to the region, through
+ * the selection mask. Result "detail": it samples twice, once plain (the
+ * reconstruction; ddim_edit at strength 0, which is ddim_sample bit for
+ * bit) and once edited, and only the difference reaches the picture:
+ * result = original + upsample (edited - reconstructed), at the layer's
+ * full resolution, through the selection mask (a feathered selection
+ * fades the edit out; outside it, and wherever the difference is 0, the
+ * pixels are the original's bit for bit). Latents of EDICT and
  * BDIA are pairs; the edit samples from their first state with plain DDIM,
  * and since only the difference of two such samplings is used, that is
  * consistent. */
@@ -31,16 +36,28 @@ edit_add_arguments (GimpProcedure *procedure)
   ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
                                        DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
   gimp_procedure_add_string_argument (procedure, "direction", _("_Direction"),
-      _("A direction of the model (a name in its directions.safetensors, or component-N: "
-        "the N-th unsupervised or PCA direction there, from 1), or the path of a directions "
-        "file (holding one direction, or FILE#NAME)"),
+      _("A direction of the model: a name in its directions.safetensors or among the "
+        "directions you made for it (Discover directions…, Fit direction from layers…), or "
+        "component-N: the N-th unsupervised or PCA direction there, from 1; or the path of "
+        "a directions file (holding one direction, or FILE#NAME)"),
       "component-1", G_PARAM_READWRITE);
   gimp_procedure_add_double_argument (procedure, "strength", _("S_trength"),
-      _("How far to move along the direction; negative: the opposite way, 0: no change"),
-      -10000.0, 10000.0, 1.0, G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument (procedure, "t-edit", _("Edit _interval start (t)"),
-      _("The edit acts over the timesteps from this one up (0 or -1: the direction's own "
-        "interval)"),
+      _("How far to edit, in the direction's own units: 1 is its recommended strength, 2 "
+        "twice that, a negative value the opposite way, 0 no change"),
+      -100.0, 100.0, 1.0, G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument (procedure, "result", _("Res_ult"),
+      _("What the new layer holds"),
+      gimp_choice_new_with_values (
+          "detail", DDIM_EDIT_RESULT_DETAIL, _("Keep the photo's detail"),
+          _("The photo plus the change the edit makes (detail the model cannot draw is "
+            "kept; a whole-object change can leave a ghost of the original)"),
+          "model", DDIM_EDIT_RESULT_MODEL, _("The model's output"),
+          _("The edited image itself, resized to the region"),
+          NULL),
+      DDIM_PLUGIN_EDIT_RESULT_DEFAULT, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument (procedure, "t-edit", _("_Edit starts at noise level"),
+      _("The edit acts while the noise level (timestep) is at or above this one: lower "
+        "changes finer details too (0 or -1: the direction's own)"),
       -1, 100000, -1, G_PARAM_READWRITE);
   gimp_procedure_add_layer_return_value (procedure, "edit-layer", _("Edited layer"),
       _("The new layer with the edit"), FALSE, G_PARAM_READWRITE);
@@ -69,71 +86,98 @@ split_file_argument (const char *arg, char **name)
 }
 
 /* The direction named by @arg (see the argument's help), borrowed from the
- * returned set. */
+ * returned set: from a file given by path, else among the model's
+ * directions and the user's own for it (@weights_sha256). */
 static DdimDirectionSet *
-resolve_direction (const char *arg, const char *model_folder, DdimDirection **out,
-                   GError **error)
+resolve_direction (const char *arg, const char *model_folder, const char *weights_sha256,
+                   DdimDirection **out, GError **error)
 {
   g_autofree char *name = NULL;
   g_autofree char *file = arg && *arg ? split_file_argument (arg, &name) : NULL;
+  g_autoptr (DdimDirectionSet) set = NULL;
+  g_autofree char *where = NULL;
   if (file == NULL)
     {
       name = g_strdup (arg ? arg : "");
-      file = g_build_filename (model_folder, DDIM_DIRECTIONS_FILE, NULL);
       if (strchr (name, G_DIR_SEPARATOR) != NULL || g_str_has_suffix (name, ".safetensors"))
         {
           ddim_plugin_set_error (error, _("There is no directions file “%s”."), name);
           return NULL;
         }
-      if (!g_file_test (file, G_FILE_TEST_EXISTS))
+      set = ddim_plugin_load_directions (model_folder, weights_sha256, error);
+      if (set == NULL)
+        return NULL;
+      if (ddim_direction_set_get_n (set) == 0)
         {
-          ddim_plugin_set_error (error, _("The model in “%s” has no directions file (%s), so "
-                                          "there is no direction “%s”. Make directions with "
-                                          "the ddim command-line tool (ddim directions "
-                                          "pca|discover|fit), and give the path of the file "
-                                          "as the direction."),
+          ddim_plugin_set_error (error, _("The model in “%s” has no directions file (%s) and "
+                                          "you have made no directions for it yet, so there "
+                                          "is no direction “%s”. Make some with Filters ▸ "
+                                          "Diffusion ▸ Discover directions… or Fit direction "
+                                          "from layers… (or the ddim command-line tool: ddim "
+                                          "directions pca|discover|fit, then give the path of "
+                                          "the file as the direction)."),
                                  model_folder, DDIM_DIRECTIONS_FILE, name);
           return NULL;
         }
       if (*name == '\0')
         {
-          g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (file, NULL);
-          g_autofree char *names = set ? ddim_direction_set_list_names (set) : g_strdup ("");
+          g_autofree char *names = ddim_direction_set_list_names (set);
           ddim_plugin_set_error (error, _("Choose a direction; available: %s."), names);
           return NULL;
         }
+      where = g_strdup_printf (_("the directions of the model in “%s”"), model_folder);
     }
-  g_autoptr (GError) sub = NULL;
-  g_autoptr (DdimDirectionSet) set = ddim_direction_set_load (file, &sub);
-  if (set == NULL)
+  else
     {
-      ddim_plugin_set_error (error, _("The directions file “%s” cannot be read: %s."), file,
-                             sub->message);
-      return NULL;
-    }
-  guint n = ddim_direction_set_get_n (set);
-  if (name == NULL || *name == '\0')
-    {
-      if (n != 1)
+      g_autoptr (GError) sub = NULL;
+      set = ddim_direction_set_load (file, &sub);
+      if (set == NULL)
         {
-          g_autofree char *names = ddim_direction_set_list_names (set);
-          ddim_plugin_set_error (error, _("The directions file “%s” holds %u directions (%s); "
-                                          "choose one as “%s#NAME”."), file, n, names, file);
+          ddim_plugin_set_error (error, _("The directions file “%s” cannot be read: %s."), file,
+                                 sub->message);
           return NULL;
         }
-      *out = ddim_direction_set_get_nth (set, 0);
-      return g_steal_pointer (&set);
+      guint n = ddim_direction_set_get_n (set);
+      if (name == NULL || *name == '\0')
+        {
+          if (n != 1)
+            {
+              g_autofree char *names = ddim_direction_set_list_names (set);
+              ddim_plugin_set_error (error, _("The directions file “%s” holds %u directions "
+                                              "(%s); choose one as “%s#NAME”."), file, n, names,
+                                     file);
+              return NULL;
+            }
+          *out = ddim_direction_set_get_nth (set, 0);
+          return g_steal_pointer (&set);
+        }
+      where = g_strdup_printf ("“%s”", file);
     }
   *out = ddim_direction_set_lookup (set, name, NULL);
   if (*out == NULL)
     {
       g_autofree char *names = ddim_direction_set_list_names (set);
-      ddim_plugin_set_error (error, _("There is no direction “%s” in “%s”; available: %s."),
-                             name, file, names);
+      ddim_plugin_set_error (error, _("There is no direction “%s” in %s; available: %s."),
+                             name, where, names);
       return NULL;
     }
   return g_steal_pointer (&set);
 }
+
+DdimDirectionSet *
+ddim_plugin_resolve_direction (const char *arg, DdimModel *model, DdimDirection **out,
+                               GError **error)
+{
+  return resolve_direction (arg, model->path, model->weights_sha256, out, error);
+}
+
+static const char *const edit_main[] = { "strength", "result", NULL };
+static const char *const edit_advanced[] = { "steps", "method", "resize", "t-edit", NULL };
+static const DdimDialogSpec edit_dialog = {
+  .title = N_("Semantic edit"), .direction = TRUE, .strength = TRUE, .preview = TRUE,
+  .main = edit_main,
+  .advanced = edit_advanced,
+};
 
 static GimpValueArray *
 edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
@@ -174,7 +218,7 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
   g_autofree char *name = gimp_item_get_name (GIMP_ITEM (picture));
 
   if (run_mode == GIMP_RUN_INTERACTIVE
-      && !ddim_plugin_dialog (procedure, config, _("Semantic edit")))
+      && !ddim_plugin_dialog_run (procedure, config, &edit_dialog, drawable))
     return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
 
   g_autofree char *folder = NULL;
@@ -185,6 +229,8 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                 "strength", &strength, "t-edit", &t_edit, NULL);
   DdimInversionMethod method =
       (DdimInversionMethod) gimp_procedure_config_get_choice_id (config, "method");
+  DdimEditResult result_mode =
+      (DdimEditResult) gimp_procedure_config_get_choice_id (config, "result");
   gboolean native =
       gimp_procedure_config_get_choice_id (config, "resize") == DDIM_RESIZE_MODE_NATIVE;
 
@@ -227,11 +273,18 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
     return ddim_plugin_fail (procedure, error);
   DdimInvertSettings settings = { model, steps, method, native };
   int mw, mh;
+  gboolean cancelled = FALSE;
+  int evaluations = steps * ddim_plugin_method_evaluations (method)
+                    + steps * (result_mode == DDIM_EDIT_RESULT_DETAIL ? 3 : 2);
+  if (!ddim_plugin_confirm_long_run (run_mode, &settings, name, rw, rh, evaluations, &cancelled))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CANCEL, NULL);
+  native = settings.native;
   if (!ddim_plugin_check_settings (&settings, name, rw, rh, partial, &mw, &mh, &error))
     return ddim_plugin_fail (procedure, error);
 
   DdimDirection *direction = NULL;
   g_autoptr (DdimDirectionSet) directions = resolve_direction (direction_arg, model_folder,
+                                                               model->weights_sha256,
                                                                &direction, &error);
   if (directions == NULL)
     return ddim_plugin_fail (procedure, error);
@@ -243,6 +296,8 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
                              direction->name, model_folder, sub->message);
       return ddim_plugin_fail (procedure, error);
     }
+  /* The argument counts in the direction's recommended strength. */
+  double raw_strength = strength * ddim_plugin_direction_unit (direction);
   int T = model->schedule->num_train_timesteps;
   if (t_edit >= T || t_edit < -1)
     {
@@ -270,46 +325,63 @@ edit_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
         return ddim_plugin_fail (procedure, error);
     }
 
-  /* Reconstruction and edit from the same x_T, the same way. */
+  /* Keeping the detail: the reconstruction and the edit from the same
+   * x_T, the same way; the model's output: the edit alone. */
+  gboolean detail = result_mode == DDIM_EDIT_RESULT_DETAIL;
   gsize count = (gsize) C * mw * mh;
-  g_autofree float *reference = g_memdup2 (latent->latent, count * sizeof (float));
+  g_autofree float *reference = detail ? g_memdup2 (latent->latent, count * sizeof (float))
+                                       : NULL;
   g_autofree float *edited = g_memdup2 (latent->latent, count * sizeof (float));
   DdimProgress progress;
   ddim_plugin_progress_start (&progress, _("Editing"), _("Editing: step %d/%d"));
-  progress.total = strength != 0.0 ? 2 * latent->steps : latent->steps;
+  progress.total = detail && strength != 0.0 ? 2 * latent->steps : latent->steps;
+  double seconds = ddim_plugin_estimate_seconds (model, mw, mh, progress.total * 3 / 2);
+  g_autofree char *eta = ddim_plugin_format_seconds (seconds);
+  g_autofree char *estimate = seconds >= 0 ? g_strdup_printf (_("about %s in all"), eta) : NULL;
+  progress.estimate = estimate;
   DdimRunOptions o;
   ddim_run_options_init (&o, model->schedule);
   o.steps = latent->steps;
   o.spacing = latent->spacing;
   o.progress = ddim_plugin_progress_cb;
   o.progress_data = &progress;
-  if (!ddim_edit (model->unet, model->schedule, reference, 1, mh, mw, direction, 0.0, t_edit,
-                  &o, &sub))
+  if (detail && !ddim_edit (model->unet, model->schedule, reference, 1, mh, mw, direction, 0.0,
+                            t_edit, &o, &sub))
     {
       ddim_plugin_set_error (&error, _("Editing failed: %s"), sub->message);
       return ddim_plugin_fail (procedure, error);
     }
-  if (strength != 0.0)
+  if (detail && strength == 0.0)
+    memcpy (edited, reference, count * sizeof (float));
+  else
     {
-      progress.offset = latent->steps;
-      if (!ddim_edit (model->unet, model->schedule, edited, 1, mh, mw, direction, strength,
+      progress.offset = detail ? latent->steps : 0;
+      if (!ddim_edit (model->unet, model->schedule, edited, 1, mh, mw, direction, raw_strength,
                       t_edit, &o, &sub))
         {
           ddim_plugin_set_error (&error, _("Editing failed: %s"), sub->message);
           return ddim_plugin_fail (procedure, error);
         }
     }
-  else
-    memcpy (edited, reference, count * sizeof (float));
 
-  /* original + upsample (edited - reconstructed), through the selection. */
-  for (gsize i = 0; i < count; i++)
-    edited[i] -= reference[i];
+  /* Detail: original + upsample (edited - reconstructed); model: original
+   * + (upsample (edited) - original), which is the edit itself; both
+   * through the selection. */
+  if (detail)
+    for (gsize i = 0; i < count; i++)
+      edited[i] -= reference[i];
   g_autofree float *delta = g_new (float, (gsize) C * rw * rh);
   if (native)
     ddim_pixels_crop (edited, C, mw, mh, delta, rw, rh);
   else
     ddim_pixels_resize (edited, C, mw, mh, delta, rw, rh, DDIM_RESIZE_SMOOTH);
+  if (!detail)
+    {
+      g_autofree float *original = g_new (float, (gsize) C * rw * rh);
+      ddim_pixels_rgba_to_tensor (rgba, rw, rh, C, original);
+      for (gsize i = 0; i < (gsize) C * rw * rh; i++)
+        delta[i] -= original[i];
+    }
   ddim_pixels_rgba_add_delta (rgba, rw, rh, delta, C, mask);
 
   char strength_text[G_ASCII_DTOSTR_BUF_SIZE];

@@ -4,7 +4,8 @@
 ;; pre: "$CLI" directions pca "$MODEL_VARIANT" -k 2 -n 4 --steps 5 -q -o dirs.safetensors
 ;; expect-exit: 70
 ;; expect-output: Procedure execution of plug-in-ddim-semantic-edit failed
-;; expect-output: has no directions file (directions.safetensors), so there is no direction “component-1”
+;; expect-output: has no directions file (directions.safetensors) and you have made no directions for it yet, so there is no direction “component-1”
+;; expect-output: Discover directions… or Fit direction from layers…
 
 (define img (image-with-layer "sample-gray.png" 28 28 0 0))
 (define photo (find-layer img "Photo"))

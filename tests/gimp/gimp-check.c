@@ -13,6 +13,13 @@
  *       largest difference must be at least N). --inside / --outside
  *       compare only the pixels where the mask M (its first channel, same
  *       size) is 255 / 0.
+ *   ddim-gimp-check classify IMAGE.png CLASSIFIER_DIR [--expect CLASS]
+ *                                                   [--toward CLASS BASE.png]
+ *       the Fashion-MNIST class the classifier (ddim/classifier.h) gives
+ *       the image (its luminance, resized to the classifier's size):
+ *       prints "class SLUG (p = P)"; exit 1 when it is not CLASS (a slug,
+ *       as "sneaker"), or, with --toward, unless the probability of CLASS
+ *       is at least 0.1 higher for IMAGE than for BASE.
  *
  * Exit status 2 for usage and file errors. */
 #include <gdk-pixbuf/gdk-pixbuf.h>
@@ -20,6 +27,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ddim/classifier.h"
+#include "ddim/image.h"
 
 static int
 fail (const char *format, ...) G_GNUC_PRINTF (1, 2);
@@ -209,6 +219,76 @@ cmd_compare (int argc, char **argv)
   return 0;
 }
 
+/* The class probabilities of an image file. */
+static gboolean
+classify_file (DdimClassifier *classifier, const char *path, float *probs, int *label,
+               GError **error)
+{
+  int size = ddim_classifier_get_size (classifier);
+  int channels = ddim_classifier_get_channels (classifier);
+  g_autoptr (DdimImage) image = ddim_image_load (path, channels, size, size, error);
+  return image != NULL && ddim_classifier_predict (classifier, image->data, 1, label, probs,
+                                                   error);
+}
+
+static int
+cmd_classify (int argc, char **argv)
+{
+  const char *usage = "usage: classify IMAGE.png CLASSIFIER_DIR [--expect CLASS] "
+                      "[--toward CLASS BASE.png]";
+  if (argc < 4)
+    return fail ("%s", usage);
+  g_autoptr (GError) error = NULL;
+  int expected = -1, toward = -1;
+  const char *base = NULL;
+  for (int i = 4; i < argc; i++)
+    {
+      if (strcmp (argv[i], "--expect") == 0 && i + 1 < argc)
+        {
+          if (!ddim_fashion_mnist_class_from_name (argv[++i], &expected, &error))
+            return fail ("%s", error->message);
+        }
+      else if (strcmp (argv[i], "--toward") == 0 && i + 2 < argc)
+        {
+          if (!ddim_fashion_mnist_class_from_name (argv[++i], &toward, &error))
+            return fail ("%s", error->message);
+          base = argv[++i];
+        }
+      else
+        return fail ("%s", usage);
+    }
+  g_autoptr (DdimClassifier) classifier = ddim_classifier_load (argv[3], &error);
+  if (classifier == NULL)
+    return fail ("%s", error->message);
+  float probs[DDIM_FASHION_MNIST_N_CLASSES];
+  int label = -1;
+  if (!classify_file (classifier, argv[2], probs, &label, &error))
+    return fail ("%s", error->message);
+  g_print ("%s: class %s (p = %.3f)\n", argv[2], ddim_fashion_mnist_class_slug (label),
+           probs[label]);
+  if (expected >= 0 && label != expected)
+    {
+      g_print ("FAIL: expected %s (p = %.3f)\n", ddim_fashion_mnist_class_slug (expected),
+               probs[expected]);
+      return 1;
+    }
+  if (toward >= 0)
+    {
+      float base_probs[DDIM_FASHION_MNIST_N_CLASSES];
+      int base_label = -1;
+      if (!classify_file (classifier, base, base_probs, &base_label, &error))
+        return fail ("%s", error->message);
+      g_print ("p(%s): %.3f here, %.3f in %s\n", ddim_fashion_mnist_class_slug (toward),
+               probs[toward], base_probs[toward], base);
+      if (probs[toward] < base_probs[toward] + 0.1f)
+        {
+          g_print ("FAIL: not toward %s\n", ddim_fashion_mnist_class_slug (toward));
+          return 1;
+        }
+    }
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -218,5 +298,7 @@ main (int argc, char **argv)
     return cmd_mnist (argc, argv);
   if (argc >= 2 && strcmp (argv[1], "compare") == 0)
     return cmd_compare (argc, argv);
-  return fail ("usage: ddim-gimp-check pattern|mnist|compare ...");
+  if (argc >= 2 && strcmp (argv[1], "classify") == 0)
+    return cmd_classify (argc, argv);
+  return fail ("usage: ddim-gimp-check pattern|mnist|compare|classify ...");
 }

@@ -1,6 +1,7 @@
 ;; Semantic edit with the 1-channel fixture model and PCA directions made
 ;; by the CLI (the fixture has no directions.safetensors), through an
-;; elliptic selection: strength 0 gives the original exactly; an edit
+;; elliptic selection, keeping the photo's detail (result "detail"):
+;; strength 0 gives the original exactly; an edit
 ;; changes the inside and leaves every pixel outside the selection
 ;; bit-identical; run on the latent layer, the edit works on its source
 ;; layer and reuses the latent; a native-size edit with a pooled direction
@@ -23,7 +24,7 @@
 (define (edit layer direction strength resize)
   (plug-in-ddim-semantic-edit #:run-mode RUN-NONINTERACTIVE #:image img
     #:drawables (vector layer) #:model-folder model-variant #:steps 6 #:resize resize
-    #:direction direction #:strength strength))
+    #:direction direction #:strength strength #:result "detail"))
 
 ; Strength 0: the original, bit for bit.
 (define zero (edit photo (string-append dirs "#pca-1") 0.0 "fit"))
@@ -41,8 +42,8 @@
               #:method "ddim"))
 (gimp-item-set-visible lat #f)
 (define before (layer-count img))
-(define edited (edit lat (string-append dirs "#component-2") 40.0 "fit"))
-(check (string=? (gimp-item-get-name edited) "Edit of Photo: pca-2 ×40")
+(define edited (edit lat (string-append dirs "#component-2") 1.5 "fit"))
+(check (string=? (gimp-item-get-name edited) "Edit of Photo: pca-2 ×1.5")
        "component-2 is pca-2; named after the source layer")
 (check (= (layer-count img) (+ before 1)) "one layer added")
 (check (< (gimp-image-get-item-position img edited) (gimp-image-get-item-position img lat))
@@ -51,8 +52,8 @@
 (gimp-item-set-visible edited #f)
 
 ; Native size, a pooled direction from a file holding only it.
-(define native (edit photo (path "pooled.safetensors") -30.0 "native"))
-(check (string=? (gimp-item-get-name native) "Edit of Photo: pca-1 ×-30") "native: name")
+(define native (edit photo (path "pooled.safetensors") -1.0 "native"))
+(check (string=? (gimp-item-get-name native) "Edit of Photo: pca-1 ×-1") "native: name")
 (check (equal? (size native) '(16 18)) "native: size")
 (export-visible img "native.png")
 (test-done)
