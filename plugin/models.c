@@ -65,25 +65,10 @@ model_card_title (const char *folder)
 gboolean
 ddim_plugin_check_model_folder (const char *folder, GError **error)
 {
-  /* TODO(integrator): ddim_model_load_config (model.h) reads the
-   * architecture of every family (PyTorch checkpoints too); use it here
-   * once its implementation is merged (branch families). Until then, the
-   * diffusers layout: config.json that the library reads, and weights. */
-  g_autofree char *config_path = g_build_filename (folder, "config.json", NULL);
+  /* Any family the library reads (diffusers, ermongroup, guided-diffusion):
+   * the architecture and schedule parse; the weights are read on use. */
   DdimUNetConfig config;
-  if (!ddim_unet_config_load (config_path, &config, error))
-    return FALSE;
-  static const char *const weights[] = {
-    "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
-  };
-  for (guint i = 0; i < G_N_ELEMENTS (weights); i++)
-    {
-      g_autofree char *path = g_build_filename (folder, weights[i], NULL);
-      if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
-        return TRUE;
-    }
-  g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "no diffusion_pytorch_model.safetensors");
-  return FALSE;
+  return ddim_model_load_config (folder, &config, NULL, NULL, error);
 }
 
 char *
