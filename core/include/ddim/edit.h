@@ -22,11 +22,21 @@
 #include <glib.h>
 
 #include "ddim/directions.h"
+#include "ddim/exact.h"
+#include "ddim/latent.h"
 #include "ddim/sampler.h"
 #include "ddim/schedule.h"
 #include "ddim/unet.h"
 
 G_BEGIN_DECLS
+
+/* What an edit cost; the functions that take one add to it (zero it
+ * first; NULL: not counted). A batched model call counts once. */
+typedef struct {
+  int model_evals;       /* UNet forward passes */
+  int shifted_decoders;  /* extra decoder halves of h-shifted steps (each
+                          * about half a forward pass) */
+} DdimEditStats;
 
 /* The edit timestep used when none is given: the direction's t_min (space
  * h: its fitting interval starts there; a Jacobian direction's only
@@ -43,6 +53,12 @@ gboolean ddim_edit (DdimUNet *unet, const DdimSchedule *schedule, float *x, int 
                     int width, const DdimDirection *direction, double strength, int t_edit,
                     const DdimRunOptions *options, GError **error);
 
+/* ddim_edit, adding its model calls to @stats (may be NULL). */
+gboolean ddim_edit_counted (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n,
+                            int height, int width, const DdimDirection *direction,
+                            double strength, int t_edit, const DdimRunOptions *options,
+                            DdimEditStats *stats, GError **error);
+
 /* h-space edit with an explicit displacement @dh [C_mid, h, w] (the same
  * for every sample; NULL: none) over [@t_edit, T]. */
 gboolean ddim_edit_hspace (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n,
@@ -54,5 +70,70 @@ gboolean ddim_edit_hspace (DdimUNet *unet, const DdimSchedule *schedule, float *
 gboolean ddim_edit_xspace (DdimUNet *unet, const DdimSchedule *schedule, float *x, int n,
                            int height, int width, const float *dx, int t_edit,
                            const DdimRunOptions *options, GError **error);
+
+/* Semantic editing of exactly invertible BDIA latents (ddim/exact.h): the
+ * edit runs inside BDIA's bidirectional decoder. With D(z, a -> a') the
+ * Asyrp step of the direction's h shift (the predicted x0 from the
+ * shifted pass, eps from the plain one, as above), each decoding step is
+ *   z_{i+1} = gamma z_{i-1} + D(z_i, t_i -> t_{i+1}) - gamma D(z_i, t_i -> t_{i-1})
+ * for the steps with t_i >= @t_edit, plain BDIA below (gamma 0 would be
+ * the DDIM edit above). The first sampling timestep has no model call in
+ * BDIA decoding (the latent pair already holds its result), so h is shifted
+ * from the second one on. An x-space direction adds its displacement to
+ * both states of the pair at the step of @t_edit (at the second step at the
+ * earliest).
+ * @x: in z_T [n, C, H, W], out the edited x_0; @z_pair: the latents' second
+ * states, [n, C, H, W]; @gamma in (0, 1]. Strength 0 runs exactly
+ * ddim_decode_bdia's arithmetic, so it returns the inverted image to
+ * float32 round-off (bit for bit for n = 1). @options: steps, spacing,
+ * progress (steps - 1 calls), cancellable; eta must be 0; clip_sample and
+ * trajectory are ignored. Otherwise as ddim_edit. */
+gboolean ddim_edit_bdia (DdimUNet *unet, const DdimSchedule *schedule, float *x,
+                         const float *z_pair, int n, int height, int width, double gamma,
+                         const DdimDirection *direction, double strength, int t_edit,
+                         const DdimRunOptions *options, DdimEditStats *stats, GError **error);
+
+/* Edits @latent (from ddim_invert_with_method; its steps and spacing are
+ * used, those of @options ignored, @options may be NULL or give progress
+ * and cancellable) with the decoder of its method, writing x_0 [C, H, W]
+ * to @x0_out: ddim_edit for DDIM-decoded latents, ddim_edit_bdia for BDIA.
+ * EDICT latents are edited as DDIM latents of their first state (EDICT has
+ * no h-space edit), which is a consistent edit only as the difference of
+ * two such decodings (ddim_edit_change does that). A latent whose channels
+ * are not the model's is DDIM_ERROR_MISMATCH. */
+gboolean ddim_edit_latent (DdimUNet *unet, const DdimSchedule *schedule, const DdimLatent *latent,
+                           const DdimDirection *direction, double strength, int t_edit,
+                           const DdimRunOptions *options, float *x0_out, DdimEditStats *stats,
+                           GError **error);
+
+/* Whether decoding @latent gives back the image it was inverted from (to
+ * float32 round-off): BDIA latents. Their edits need no reconstruction
+ * pass. */
+gboolean ddim_edit_latent_is_exact (const DdimLatent *latent);
+
+/* The change an edit makes, @change_out = edited - reconstructed, [C, H, W]
+ * at the latent's size: what a detail-keeping editor adds to the original
+ * picture. For an exact latent (ddim_edit_latent_is_exact) the
+ * reconstruction is @source, the model input that was inverted, so this
+ * costs one edit decoding and nothing more; @source must then be given.
+ * Otherwise (@source unused, may be NULL) the plain reconstruction is
+ * decoded too. Strength 0: all zeros, no model call. Progress (with
+ * @options) counts the decoding steps of all passes. */
+gboolean ddim_edit_change (DdimUNet *unet, const DdimSchedule *schedule, const DdimLatent *latent,
+                           const float *source, const DdimDirection *direction, double strength,
+                           int t_edit, const DdimRunOptions *options, float *change_out,
+                           DdimEditStats *stats, GError **error);
+
+/* The Semantic edit settings the GIMP plug-in uses by default, from the
+ * measurements of the default model (models/fashion-mnist-32/MODEL.md,
+ * "Edit speed"): its own inversion (when no latent is reused) with
+ * @method at @steps, the edit decoded in that method's decoder, and the
+ * reconstruction skipped when the latent is exact (ddim_edit_change). */
+typedef struct {
+  DdimInversionMethod method;
+  int                 steps;
+} DdimEditDefaults;
+
+void ddim_edit_defaults (DdimEditDefaults *defaults);
 
 G_END_DECLS
