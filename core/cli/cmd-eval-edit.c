@@ -50,12 +50,17 @@ typedef struct {
    * with that method's decoder, DDIM or BDIA. */
   DdimInversionMethod method;
   DdimExactOptions  exact;
+  /* Score source + (edit - reconstruction), what the GIMP plug-in shows,
+   * instead of the edit itself. */
+  gboolean          keep_detail;
 
   /* Every source image once (the directions' source sets overlap). */
   int              *pos_of;        /* dataset index -> row in x0/latents, or -1 */
   int               n_sources;
   float            *x0, *latents;
   float            *pairs;         /* BDIA: the latents' second states */
+  float            *recs;          /* the reconstructions (strength 0) */
+  double            rec_seconds;
 
   Row              *rows;          /* n_targets x n_strengths */
   int               n_strengths;
@@ -169,7 +174,8 @@ static gboolean
 score_reconstructions (EvalJob *j, GError **error)
 {
   gsize per = image_count (j);
-  g_autofree float *rec = g_memdup2 (j->latents, (gsize) j->n_sources * per * sizeof (float));
+  gint64 start = g_get_monotonic_time ();
+  float *rec = j->recs = g_memdup2 (j->latents, (gsize) j->n_sources * per * sizeof (float));
   if (!is_bdia (j) && !run_all_sources (j, ddim_sample, rec, error))
     return FALSE;
   for (int b = 0; is_bdia (j) && b < j->n_sources; b += j->batch)
@@ -180,6 +186,7 @@ score_reconstructions (EvalJob *j, GError **error)
         return FALSE;
       j->offset += j->run.steps;
     }
+  j->rec_seconds = (g_get_monotonic_time () - start) / 1e6;
   g_autofree int *predicted = g_new (int, j->n_sources);
   if (!ddim_classifier_predict (j->classifier, rec, j->n_sources, predicted, NULL, error))
     return FALSE;
@@ -213,11 +220,19 @@ edit_target (EvalJob *j, const Target *t, Row *row, int grid_row, GError **error
       if (pairs)
         gather_rows (j, j->pairs, t->indices + b, nb, pairs);
       if (!edit_batch (j, t->direction, row->strength, j->t_edit, x, pairs, nb, &j->edit_stats,
-                       error)
-          || !ddim_classifier_predict (j->classifier, x, nb, predicted, NULL, error))
+                       error))
         return FALSE;
       j->edit_batches++;
       j->edit_images += nb;
+      if (j->keep_detail)
+        {
+          g_autofree float *rec = g_new (float, (gsize) nb * per);
+          gather_rows (j, j->recs, t->indices + b, nb, rec);
+          for (gsize k = 0; k < (gsize) nb * per; k++)
+            x[k] = src[k] + (x[k] - rec[k]);
+        }
+      if (!ddim_classifier_predict (j->classifier, x, nb, predicted, NULL, error))
+        return FALSE;
       j->offset += j->run.steps;
       ddim_edit_score_add (&row->score, src, x, predicted, t->target, nb, C, S, S);
       /* The first pairs, source then edit, for --samples-png. */
@@ -396,11 +411,14 @@ print_report (const EvalJob *j, const char *model_dir, const char *data,
   double halves = j->edit_batches ? (double) j->edit_stats.shifted_decoders / j->edit_batches : 0;
   double inv = (double) j->invert_evals / j->n_sources;
   printf ("Model evaluations per image: inversion %.1f, edit %.1f (+ %.1f shifted decoder "
-          "halves)%s; seconds per image (batches of %d): inversion %.3f, edit %.3f.\n", inv,
-          per_edit, halves, is_bdia (j) ? ", no reconstruction needed (exact latent)"
-                                         : ", plus a reconstruction of the same cost to keep "
-                                           "details", j->batch,
-          j->invert_seconds / j->n_sources, j->edit_images ? edit_seconds / j->edit_images : 0);
+          "halves), reconstruction %d%s; seconds per image (batches of %d): inversion %.3f, "
+          "edit %.3f, reconstruction %.3f.\n", inv, per_edit, halves,
+          is_bdia (j) ? 0 : j->run.steps,
+          is_bdia (j) ? " (exact latent: none needed)"
+                      : j->keep_detail ? " (scored: source + edit - reconstruction)"
+                                       : " (not used: the edit itself is scored)",
+          j->batch, j->invert_seconds / j->n_sources,
+          j->edit_images ? edit_seconds / j->edit_images : 0, j->rec_seconds / j->n_sources);
   if (j->n_strengths < 2)
     return;
   /* A sweep: the strength with the highest success per direction (the
@@ -503,6 +521,7 @@ eval_job_clear (EvalJob *j)
   g_free (j->x0);
   g_free (j->latents);
   g_free (j->pairs);
+  g_free (j->recs);
   g_free (j->grid);
   memset (j, 0, sizeof *j);
 }
@@ -515,7 +534,7 @@ cli_cmd_eval_edit (int argc, char **argv)
   g_autofree char *classifier_dir = NULL, *data = NULL, *directions = NULL, *classes = NULL;
   g_autofree char *strength = NULL, *samples_png = NULL, *method = NULL;
   int per_class = 100, steps = 50, t_edit = -1, batch = 25;
-  gboolean quiet = FALSE;
+  gboolean quiet = FALSE, keep_detail = FALSE;
   GOptionEntry entries[] = {
     { "classifier", 'c', 0, G_OPTION_ARG_FILENAME, &classifier_dir,
       "Fashion-MNIST classifier folder (required), e.g. models/fashion-mnist-classifier",
@@ -540,6 +559,9 @@ cli_cmd_eval_edit (int argc, char **argv)
     { "method", 0, 0, G_OPTION_ARG_STRING, &method,
       "Inversion method: ddim (default), bdia (exact; decoded and edited with BDIA's own "
       "decoder), fixed-point, optimize, hybrid (decoded with DDIM)", "METHOD" },
+    { "keep-detail", 0, 0, G_OPTION_ARG_NONE, &keep_detail,
+      "Score what the GIMP plug-in shows, source + (edit - reconstruction), instead of the "
+      "edit itself (the same for an exact bdia latent)", NULL },
     { "batch", 0, 0, G_OPTION_ARG_INT, &batch,
       "Images per model call (default 25; inversions other than ddim run one by one)", "B" },
     { "samples-png", 0, 0, G_OPTION_ARG_FILENAME, &samples_png,
@@ -621,6 +643,7 @@ cli_cmd_eval_edit (int argc, char **argv)
   job.t_edit = t_edit;
   job.batch = batch;
   job.method = inversion;
+  job.keep_detail = keep_detail;
   ddim_exact_options_init (&job.exact);
   ddim_run_options_init (&job.run, model->schedule);
   job.run.steps = steps;
