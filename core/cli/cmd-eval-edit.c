@@ -53,6 +53,9 @@ typedef struct {
   /* Score source + (edit - reconstruction), what the GIMP plug-in shows,
    * instead of the edit itself. */
   gboolean          keep_detail;
+  /* Decode every latent with DDIM (a pair method's first state), as the
+   * plug-in did with BDIA latents. */
+  gboolean          ddim_decoder;
 
   /* Every source image once (the directions' source sets overlap). */
   int              *pos_of;        /* dataset index -> row in x0/latents, or -1 */
@@ -122,7 +125,7 @@ run_all_sources (EvalJob *j, CliRunFunc func, float *x, GError **error)
 static gboolean
 is_bdia (const EvalJob *j)
 {
-  return ddim_inversion_method_decoder (j->method) == DDIM_METHOD_BDIA;
+  return ddim_inversion_method_decoder (j->method) == DDIM_METHOD_BDIA && !j->ddim_decoder;
 }
 
 /* Inverts every source: DDIM in batches, other methods one by one. */
@@ -365,7 +368,8 @@ print_report (const EvalJob *j, const char *model_dir, const char *data,
           "Changed shape: pixels where the source or the edit is above gray %.2f, grown by "
           "%d pixel%s; PSNR over the rest.\n\n", j->per_class, data, j->run.steps, S, S,
           ddim_inversion_method_to_string (j->method),
-          ddim_inversion_method_to_string (ddim_inversion_method_decoder (j->method)),
+          j->ddim_decoder ? "ddim" : ddim_inversion_method_to_string (
+                                        ddim_inversion_method_decoder (j->method)),
           (DDIM_EDIT_SCORE_THRESHOLD + 1) / 2, DDIM_EDIT_SCORE_DILATE,
           DDIM_EDIT_SCORE_DILATE == 1 ? "" : "s");
   printf ("%-12s %10s %6s %8s %12s %7s %8s\n", "direction", "strength", "t", "success",
@@ -507,7 +511,7 @@ prepare_sources (EvalJob *j, const DdimDataset *ds, const char *data)
       }
   j->x0 = ddim_dataset_gather (ds, used, j->n_sources);
   j->latents = g_new (float, (gsize) j->n_sources * image_count (j));
-  if (is_bdia (j))
+  if (ddim_inversion_method_is_pair (j->method))
     j->pairs = g_new (float, (gsize) j->n_sources * image_count (j));
   return CLI_EXIT_OK;
 }
@@ -534,7 +538,7 @@ cli_cmd_eval_edit (int argc, char **argv)
   g_autofree char *classifier_dir = NULL, *data = NULL, *directions = NULL, *classes = NULL;
   g_autofree char *strength = NULL, *samples_png = NULL, *method = NULL;
   int per_class = 100, steps = 50, t_edit = -1, batch = 25;
-  gboolean quiet = FALSE, keep_detail = FALSE;
+  gboolean quiet = FALSE, keep_detail = FALSE, ddim_decoder = FALSE;
   GOptionEntry entries[] = {
     { "classifier", 'c', 0, G_OPTION_ARG_FILENAME, &classifier_dir,
       "Fashion-MNIST classifier folder (required), e.g. models/fashion-mnist-classifier",
@@ -562,6 +566,9 @@ cli_cmd_eval_edit (int argc, char **argv)
     { "keep-detail", 0, 0, G_OPTION_ARG_NONE, &keep_detail,
       "Score what the GIMP plug-in shows, source + (edit - reconstruction), instead of the "
       "edit itself (the same for an exact bdia latent)", NULL },
+    { "ddim-decoder", 0, 0, G_OPTION_ARG_NONE, &ddim_decoder,
+      "Decode and edit bdia latents with DDIM from their first state (use with "
+      "--keep-detail)", NULL },
     { "batch", 0, 0, G_OPTION_ARG_INT, &batch,
       "Images per model call (default 25; inversions other than ddim run one by one)", "B" },
     { "samples-png", 0, 0, G_OPTION_ARG_FILENAME, &samples_png,
@@ -644,6 +651,7 @@ cli_cmd_eval_edit (int argc, char **argv)
   job.batch = batch;
   job.method = inversion;
   job.keep_detail = keep_detail;
+  job.ddim_decoder = ddim_decoder;
   ddim_exact_options_init (&job.exact);
   ddim_run_options_init (&job.run, model->schedule);
   job.run.steps = steps;
