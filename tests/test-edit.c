@@ -523,7 +523,7 @@ test_bdia_strength_zero (void)
       g_assert_cmpint (st.shifted_decoders, ==, 0);
       /* Through the latent: the same. */
       g_autofree float *z = g_new (float, xs);
-      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, dirs[k], 0.0, -1, NULL, z, NULL,
+      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, DDIM_EDIT_DECODER_OWN, dirs[k], 0.0, -1, NULL, z, NULL,
                                        &error));
       g_assert_cmpfloat (max_abs_diff (z, x0, xs), <, 1e-4);
     }
@@ -561,7 +561,7 @@ test_edit_change_evaluations (void)
   o.progress = count_progress;
   o.progress_data = &pc;
   DdimEditStats st = { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, x0, d, strength, t_edit, &o,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, x0, d, strength, t_edit, &o,
                                    change, &st, &error));
   g_assert_no_error (error);
   g_assert_cmpint (st.model_evals, ==, STEPS - 1);
@@ -569,7 +569,7 @@ test_edit_change_evaluations (void)
   g_assert_cmpint (pc.calls, ==, STEPS - 1);
   g_assert_cmpint (pc.last_done, ==, pc.last_total);
   DdimEditStats st2 = { 0 };
-  g_assert_true (ddim_edit_latent (m->unet, m->schedule, bdia, d, strength, t_edit, NULL, edited,
+  g_assert_true (ddim_edit_latent (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, d, strength, t_edit, NULL, edited,
                                    &st2, &error));
   g_assert_cmpint (st2.model_evals, ==, STEPS - 1);
   for (gsize i = 0; i < xs; i++)
@@ -577,9 +577,18 @@ test_edit_change_evaluations (void)
   g_assert_cmpmem (change, xs * sizeof (float), edited, xs * sizeof (float));
   g_assert_cmpfloat (max_abs (change, xs), >, 1e-3);
 
+  /* The same latent in DDIM's decoder (its first state): with a
+   * reconstruction pass. */
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_DDIM, NULL, d,
+                                   strength, t_edit, NULL, change, &st, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
+  g_assert_cmpint (st.shifted_decoders, ==, shifted_ddim);
+
   /* Strength 0: nothing to decode. */
   st = (DdimEditStats) { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, x0, d, 0.0, t_edit, NULL, change,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, x0, d, 0.0, t_edit, NULL, change,
                                    &st, &error));
   g_assert_cmpint (st.model_evals, ==, 0);
   g_assert_cmpfloat (max_abs (change, xs), ==, 0);
@@ -589,7 +598,7 @@ test_edit_change_evaluations (void)
   g_assert_false (ddim_edit_latent_is_exact (ddim));
   pc = (ProgressCount) { 0 };
   st = (DdimEditStats) { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, NULL, d, strength, t_edit, &o,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, NULL, d, strength, t_edit, &o,
                                    change, &st, &error));
   g_assert_no_error (error);
   g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
@@ -626,7 +635,7 @@ test_bdia_edit (void)
   g_autofree float *y = g_new (float, xs);
   for (gsize k = 0; k < G_N_ELEMENTS (f); k++)
     {
-      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, d, f[k], 300, &o, y, NULL,
+      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, DDIM_EDIT_DECODER_OWN, d, f[k], 300, &o, y, NULL,
                                        &error));
       g_assert_no_error (error);
       dist_f[k] = dist (y, x0, xs);

@@ -176,7 +176,7 @@ bench_edit (DdimUNet *unet, int size, double weights_mib)
                                                            defaults.method, NULL, &o,
                                                            &inversion, &error);
   if (latent == NULL
-      || !ddim_edit_change (unet, schedule, latent, x0, d, sqrt ((double) nh), -1, &o, change,
+      || !ddim_edit_change (unet, schedule, latent, defaults.decoder, x0, d, sqrt ((double) nh), -1, &o, change,
                             &edit, &error))
     return cli_error (CMD, error);
   double seconds = (g_get_monotonic_time () - t0) / 1e6;
@@ -188,8 +188,8 @@ bench_edit (DdimUNet *unet, int size, double weights_mib)
   kv ("edit settings", "%s inversion, %d steps, h shifted for t >= %d (%d extra decoder "
       "halves), %s", ddim_inversion_method_to_string (defaults.method), defaults.steps,
       d->t_min, edit.shifted_decoders,
-      ddim_edit_latent_is_exact (latent) ? "no reconstruction pass (exact latent)"
-                                         : "with a reconstruction pass");
+      defaults.decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (latent)
+        ? "no reconstruction pass (exact latent)" : "with a reconstruction pass");
   if (peak >= 0)
     {
       kv ("edit peak resident", "%.1f MiB (%s, %s)", peak / MIB, source,

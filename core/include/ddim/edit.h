@@ -93,16 +93,27 @@ gboolean ddim_edit_bdia (DdimUNet *unet, const DdimSchedule *schedule, float *x,
                          const DdimDirection *direction, double strength, int t_edit,
                          const DdimRunOptions *options, DdimEditStats *stats, GError **error);
 
+/* Which decoder edits a latent. */
+typedef enum {
+  /* The decoder of the latent's method: BDIA latents with ddim_edit_bdia
+   * (exact: no reconstruction pass), the others with DDIM. */
+  DDIM_EDIT_DECODER_OWN,
+  /* DDIM for every latent, a pair method's from its first state (then only
+   * the difference of two such decodings is a consistent edit). */
+  DDIM_EDIT_DECODER_DDIM
+} DdimEditDecoder;
+
 /* Edits @latent (from ddim_invert_with_method; its steps and spacing are
  * used, those of @options ignored, @options may be NULL or give progress
- * and cancellable) with the decoder of its method, writing x_0 [C, H, W]
- * to @x0_out: ddim_edit for DDIM-decoded latents, ddim_edit_bdia for BDIA.
- * EDICT latents are edited as DDIM latents of their first state (EDICT has
- * no h-space edit), which is a consistent edit only as the difference of
- * two such decodings (ddim_edit_change does that). A latent whose channels
- * are not the model's is DDIM_ERROR_MISMATCH. */
+ * and cancellable) with @decoder, writing x_0 [C, H, W] to @x0_out:
+ * ddim_edit, or ddim_edit_bdia for BDIA latents with DDIM_EDIT_DECODER_OWN.
+ * EDICT latents are always edited as DDIM latents of their first state
+ * (EDICT has no h-space edit), which is a consistent edit only as the
+ * difference of two such decodings (ddim_edit_change does that). A latent
+ * whose channels are not the model's is DDIM_ERROR_MISMATCH. */
 gboolean ddim_edit_latent (DdimUNet *unet, const DdimSchedule *schedule, const DdimLatent *latent,
-                           const DdimDirection *direction, double strength, int t_edit,
+                           DdimEditDecoder decoder, const DdimDirection *direction,
+                           double strength, int t_edit,
                            const DdimRunOptions *options, float *x0_out, DdimEditStats *stats,
                            GError **error);
 
@@ -113,14 +124,16 @@ gboolean ddim_edit_latent_is_exact (const DdimLatent *latent);
 
 /* The change an edit makes, @change_out = edited - reconstructed, [C, H, W]
  * at the latent's size: what a detail-keeping editor adds to the original
- * picture. For an exact latent (ddim_edit_latent_is_exact) the
- * reconstruction is @source, the model input that was inverted, so this
- * costs one edit decoding and nothing more; @source must then be given.
- * Otherwise (@source unused, may be NULL) the plain reconstruction is
- * decoded too. Strength 0: all zeros, no model call. Progress (with
- * @options) counts the decoding steps of all passes. */
+ * picture. For an exact latent (ddim_edit_latent_is_exact) in its own
+ * decoder the reconstruction is @source, the model input that was
+ * inverted, so this costs one edit decoding and nothing more; @source
+ * must then be given. Otherwise (@source unused, may be NULL) the plain
+ * reconstruction is decoded too, the same way. Strength 0: all zeros, no
+ * model call. Progress (with @options) counts the decoding steps of all
+ * passes. */
 gboolean ddim_edit_change (DdimUNet *unet, const DdimSchedule *schedule, const DdimLatent *latent,
-                           const float *source, const DdimDirection *direction, double strength,
+                           DdimEditDecoder decoder, const float *source,
+                           const DdimDirection *direction, double strength,
                            int t_edit, const DdimRunOptions *options, float *change_out,
                            DdimEditStats *stats, GError **error);
 
@@ -132,6 +145,7 @@ gboolean ddim_edit_change (DdimUNet *unet, const DdimSchedule *schedule, const D
 typedef struct {
   DdimInversionMethod method;
   int                 steps;
+  DdimEditDecoder     decoder;  /* for latents it inverts and latents it reuses */
 } DdimEditDefaults;
 
 void ddim_edit_defaults (DdimEditDefaults *defaults);

@@ -16,6 +16,7 @@ ddim_edit_defaults (DdimEditDefaults *d)
    * with the best success per second on the default model. */
   d->method = DDIM_METHOD_BDIA;
   d->steps = 20;
+  d->decoder = DDIM_EDIT_DECODER_OWN;
 }
 
 gboolean
@@ -59,21 +60,21 @@ prepare (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
 
 static gboolean
 edit_latent (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l, DdimInversionMethod m,
-             const DdimDirection *d, double strength, int t_edit, const DdimRunOptions *o,
+             DdimEditDecoder decoder, const DdimDirection *d, double strength, int t_edit, const DdimRunOptions *o,
              float *x0_out, DdimEditStats *stats, GError **error)
 {
   memcpy (x0_out, l->latent, sizeof (float) * l->channels * l->height * l->width);
-  if (ddim_inversion_method_decoder (m) == DDIM_METHOD_BDIA)
+  if (decoder == DDIM_EDIT_DECODER_OWN && ddim_inversion_method_decoder (m) == DDIM_METHOD_BDIA)
     return ddim_edit_bdia (unet, s, x0_out, l->latent_pair, 1, l->height, l->width,
                            l->bdia_gamma, d, strength, t_edit, o, stats, error);
-  /* DDIM-decoded latents; EDICT's first state (see edit.h). */
+  /* DDIM-decoded latents; a pair's first state (see edit.h). */
   return ddim_edit_counted (unet, s, x0_out, 1, l->height, l->width, d, strength, t_edit, o,
                             stats, error);
 }
 
 gboolean
 ddim_edit_latent (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
-                  const DdimDirection *d, double strength, int t_edit,
+                  DdimEditDecoder decoder, const DdimDirection *d, double strength, int t_edit,
                   const DdimRunOptions *options, float *x0_out, DdimEditStats *stats,
                   GError **error)
 {
@@ -82,17 +83,17 @@ ddim_edit_latent (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
   DdimRunOptions o;
   if (!prepare (unet, s, l, options, &m, &o, error))
     return FALSE;
-  return edit_latent (unet, s, l, m, d, strength, t_edit, &o, x0_out, stats, error);
+  return edit_latent (unet, s, l, m, decoder, d, strength, t_edit, &o, x0_out, stats, error);
 }
 
 gboolean
 ddim_edit_change (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
-                  const float *source, const DdimDirection *d, double strength, int t_edit,
+                  DdimEditDecoder decoder, const float *source, const DdimDirection *d, double strength, int t_edit,
                   const DdimRunOptions *options, float *change_out, DdimEditStats *stats,
                   GError **error)
 {
   g_return_val_if_fail (unet && s && l && l->latent && d && change_out, FALSE);
-  gboolean exact = ddim_edit_latent_is_exact (l);
+  gboolean exact = decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (l);
   g_return_val_if_fail (!exact || source != NULL, FALSE);
   DdimInversionMethod m;
   DdimRunOptions o;
@@ -108,7 +109,7 @@ ddim_edit_change (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
     }
   if (exact)
     {
-      if (!edit_latent (unet, s, l, m, d, strength, t_edit, &o, change_out, stats, error))
+      if (!edit_latent (unet, s, l, m, decoder, d, strength, t_edit, &o, change_out, stats, error))
         return FALSE;
       for (gsize i = 0; i < count; i++)
         change_out[i] -= source[i];
@@ -120,10 +121,10 @@ ddim_edit_change (DdimUNet *unet, const DdimSchedule *s, const DdimLatent *l,
   DdimProgressRelay relay;
   DdimRunOptions pass;
   ddim_run_options_relay (&o, &relay, 0, 2 * o.steps, &pass);
-  if (!edit_latent (unet, s, l, m, d, 0.0, t_edit, &pass, reconstructed, stats, error))
+  if (!edit_latent (unet, s, l, m, decoder, d, 0.0, t_edit, &pass, reconstructed, stats, error))
     return FALSE;
   ddim_run_options_relay (&o, &relay, o.steps, 2 * o.steps, &pass);
-  if (!edit_latent (unet, s, l, m, d, strength, t_edit, &pass, change_out, stats, error))
+  if (!edit_latent (unet, s, l, m, decoder, d, strength, t_edit, &pass, change_out, stats, error))
     return FALSE;
   for (gsize i = 0; i < count; i++)
     change_out[i] -= reconstructed[i];
