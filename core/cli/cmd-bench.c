@@ -140,13 +140,12 @@ reset_peak_rss (void)
  * random h-space direction applied from 15% of the training timesteps up
  * (where the default model's class directions start). */
 static int
-bench_edit (DdimUNet *unet, int size, double weights_mib)
+bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults *settings)
 {
   const DdimUNetConfig *c = ddim_unet_get_config (unet);
   g_autoptr (GError) error = NULL;
   g_autoptr (DdimSchedule) schedule = ddim_schedule_new_default ();
-  DdimEditDefaults defaults;
-  ddim_edit_defaults (&defaults);
+  DdimEditDefaults defaults = *settings;
   int hc, hh, hw;
   ddim_unet_hspace_shape (unet, size, size, &hc, &hh, &hw);
   gsize nh = (gsize) hc * hh * hw, nx = (gsize) c->in_channels * size * size;
@@ -186,8 +185,9 @@ bench_edit (DdimUNet *unet, int size, double weights_mib)
   kv ("edit seconds", "%.2f (%d model evaluations)", seconds,
       inversion.model_evals + edit.model_evals);
   kv ("edit settings", "%s inversion, %d steps, h shifted for t >= %d (%d extra decoder "
-      "halves), %s", ddim_inversion_method_to_string (defaults.method), defaults.steps,
-      d->t_min, edit.shifted_decoders,
+      "halves; %d of the evaluations in the inversion), %s",
+      ddim_inversion_method_to_string (defaults.method), defaults.steps, d->t_min,
+      edit.shifted_decoders, inversion.model_evals,
       defaults.decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (latent)
         ? "no reconstruction pass (exact latent)" : "with a reconstruction pass");
   if (peak >= 0)
@@ -207,6 +207,8 @@ cli_cmd_bench (int argc, char **argv)
   g_autofree char *config_arg = NULL;
   int repeat = 3, batch = 1, size = 0;
   gboolean vjp = FALSE, train = FALSE, edit = FALSE;
+  g_autofree char *edit_method = NULL, *edit_decoder = NULL;
+  int edit_steps = 0;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
       "A model folder (or its config.json) whose config.json to benchmark; weights are "
@@ -224,6 +226,13 @@ cli_cmd_bench (int argc, char **argv)
       "Also time one whole Semantic edit with the GIMP plug-in's default settings (inversion "
       "and edit, a random h-space direction) and report its model evaluations and peak "
       "memory", NULL },
+    { "edit-method", 0, 0, G_OPTION_ARG_STRING, &edit_method,
+      "--edit with this inversion method instead of the plug-in's (ddim, bdia, ...)", "M" },
+    { "edit-steps", 0, 0, G_OPTION_ARG_INT, &edit_steps,
+      "--edit with this many steps instead of the plug-in's", "N" },
+    { "edit-decoder", 0, 0, G_OPTION_ARG_STRING, &edit_decoder,
+      "--edit decoding with the method's own decoder (own: no reconstruction pass for bdia) "
+      "or with DDIM (ddim)", "own|ddim" },
     { "size", 0, 0, G_OPTION_ARG_INT, &size,
       "Image height and width (default: the config's sample_size)", "S" },
     G_OPTION_ENTRY_NULL
@@ -248,6 +257,26 @@ cli_cmd_bench (int argc, char **argv)
     return rc;
   if (size != 0 && !cli_check_range (CMD, "--size", size, 1, 65536, &rc))
     return rc;
+  DdimEditDefaults edit_settings;
+  ddim_edit_defaults (&edit_settings);
+  {
+    g_autoptr (GError) e = NULL;
+    if (edit_method && !ddim_inversion_method_from_string (edit_method, &edit_settings.method, &e))
+      return cli_usage_error (CMD, "--edit-method: %s", e->message);
+    if (edit_method && edit_settings.method != DDIM_METHOD_DDIM
+        && edit_settings.method != DDIM_METHOD_BDIA
+        && edit_settings.method != DDIM_METHOD_FIXED_POINT)
+      return cli_usage_error (CMD, "--edit-method must be ddim, bdia or fixed-point");
+    if (edit_steps != 0 && !cli_check_range (CMD, "--edit-steps", edit_steps, 1, 1000, &rc))
+      return rc;
+    if (edit_steps)
+      edit_settings.steps = edit_steps;
+    if (edit_decoder && !g_str_equal (edit_decoder, "own") && !g_str_equal (edit_decoder, "ddim"))
+      return cli_usage_error (CMD, "--edit-decoder must be own or ddim, not '%s'", edit_decoder);
+    if (edit_decoder)
+      edit_settings.decoder = g_str_equal (edit_decoder, "own") ? DDIM_EDIT_DECODER_OWN
+                                                               : DDIM_EDIT_DECODER_DDIM;
+  }
 
   g_autoptr (GError) error = NULL;
   DdimUNetConfig config;
@@ -426,6 +455,6 @@ cli_cmd_bench (int argc, char **argv)
       kv ("peak - weights", "unavailable");
     }
   if (edit)
-    return bench_edit (unet, size, weights_mib);
+    return bench_edit (unet, size, weights_mib, &edit_settings);
   return CLI_EXIT_OK;
 }
