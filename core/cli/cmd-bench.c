@@ -122,6 +122,17 @@ time_sgemm (int repeat)
   return best;
 }
 
+/* User + system CPU seconds of this process so far (all threads). */
+static double
+cpu_seconds (void)
+{
+  struct rusage ru;
+  if (getrusage (RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
+         + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 /* Forgets the peak resident size so far (Linux: clear_refs 5), so that
  * VmHWM then measures from here. FALSE where that is not possible. */
 static gboolean
@@ -171,6 +182,7 @@ bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults
   DdimExactStats inversion = { 0 };
   DdimEditStats edit = { 0 };
   gint64 t0 = g_get_monotonic_time ();
+  double cpu0 = cpu_seconds ();
   g_autoptr (DdimLatent) latent = ddim_invert_with_method (unet, schedule, x0, size, size,
                                                            defaults.method, NULL, &o,
                                                            &inversion, &error);
@@ -179,11 +191,13 @@ bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults
                             &edit, &error))
     return cli_error (CMD, error);
   double seconds = (g_get_monotonic_time () - t0) / 1e6;
+  double cpu = cpu_seconds () - cpu0;
   const char *source = NULL;
   double peak = peak_rss_bytes (&source);
 
   kv ("edit seconds", "%.2f (%d model evaluations)", seconds,
       inversion.model_evals + edit.model_evals);
+  kv ("edit CPU seconds", "%.2f (all threads)", cpu);
   kv ("edit settings", "%s inversion, %d steps, h shifted for t >= %d (%d extra decoder "
       "halves; %d of the evaluations in the inversion), %s",
       ddim_inversion_method_to_string (defaults.method), defaults.steps, d->t_min,
