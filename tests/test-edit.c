@@ -561,7 +561,7 @@ test_edit_change_evaluations (void)
   o.progress = count_progress;
   o.progress_data = &pc;
   DdimEditStats st = { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, x0, d, strength, t_edit, &o,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, TRUE, x0, d, strength, t_edit, &o,
                                    change, &st, &error));
   g_assert_no_error (error);
   g_assert_cmpint (st.model_evals, ==, STEPS - 1);
@@ -580,7 +580,7 @@ test_edit_change_evaluations (void)
   /* The same latent in DDIM's decoder (its first state): with a
    * reconstruction pass. */
   st = (DdimEditStats) { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_DDIM, NULL, d,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_DDIM, TRUE, NULL, d,
                                    strength, t_edit, NULL, change, &st, &error));
   g_assert_no_error (error);
   g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
@@ -588,7 +588,7 @@ test_edit_change_evaluations (void)
 
   /* Strength 0: nothing to decode. */
   st = (DdimEditStats) { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, x0, d, 0.0, t_edit, NULL, change,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, TRUE, x0, d, 0.0, t_edit, NULL, change,
                                    &st, &error));
   g_assert_cmpint (st.model_evals, ==, 0);
   g_assert_cmpfloat (max_abs (change, xs), ==, 0);
@@ -598,7 +598,7 @@ test_edit_change_evaluations (void)
   g_assert_false (ddim_edit_latent_is_exact (ddim));
   pc = (ProgressCount) { 0 };
   st = (DdimEditStats) { 0 };
-  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, NULL, d, strength, t_edit, &o,
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, TRUE, NULL, d, strength, t_edit, &o,
                                    change, &st, &error));
   g_assert_no_error (error);
   g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
@@ -614,6 +614,16 @@ test_edit_change_evaluations (void)
   for (gsize i = 0; i < xs; i++)
     edited[i] -= rec[i];
   g_assert_cmpmem (change, xs * sizeof (float), edited, xs * sizeof (float));
+
+  /* Without the reconstruction pass: the edit minus the source, one
+   * decoding. */
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, FALSE, x0,
+                                   d, strength, t_edit, NULL, change, &st, &error));
+  g_assert_cmpint (st.model_evals, ==, STEPS);
+  for (gsize i = 0; i < xs; i++)
+    edited[i] += rec[i] - x0[i];
+  g_assert_cmpfloat (max_abs_diff (change, edited, xs), <, 1e-5);
 }
 
 /* The h-space edit in BDIA's decoder: continuous in the strength (a tiny

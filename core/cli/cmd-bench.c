@@ -187,7 +187,7 @@ bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults
                                                            defaults.method, NULL, &o,
                                                            &inversion, &error);
   if (latent == NULL
-      || !ddim_edit_change (unet, schedule, latent, defaults.decoder, x0, d, sqrt ((double) nh), -1, &o, change,
+      || !ddim_edit_change (unet, schedule, latent, defaults.decoder, defaults.reconstruct, x0, d, sqrt ((double) nh), -1, &o, change,
                             &edit, &error))
     return cli_error (CMD, error);
   double seconds = (g_get_monotonic_time () - t0) / 1e6;
@@ -202,7 +202,8 @@ bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults
       "halves; %d of the evaluations in the inversion), %s",
       ddim_inversion_method_to_string (defaults.method), defaults.steps, d->t_min,
       edit.shifted_decoders, inversion.model_evals,
-      defaults.decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (latent)
+      !defaults.reconstruct ? "no reconstruction pass (the source stands for it)"
+      : defaults.decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (latent)
         ? "no reconstruction pass (exact latent)" : "with a reconstruction pass");
   if (peak >= 0)
     {
@@ -221,7 +222,7 @@ cli_cmd_bench (int argc, char **argv)
   g_autofree char *config_arg = NULL;
   int repeat = 3, batch = 1, size = 0;
   gboolean vjp = FALSE, train = FALSE, edit = FALSE;
-  g_autofree char *edit_method = NULL, *edit_decoder = NULL;
+  g_autofree char *edit_method = NULL, *edit_decoder = NULL, *edit_reconstruct = NULL;
   int edit_steps = 0;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
@@ -247,6 +248,8 @@ cli_cmd_bench (int argc, char **argv)
     { "edit-decoder", 0, 0, G_OPTION_ARG_STRING, &edit_decoder,
       "--edit decoding with the method's own decoder (own: no reconstruction pass for bdia) "
       "or with DDIM (ddim)", "own|ddim" },
+    { "edit-reconstruct", 0, 0, G_OPTION_ARG_STRING, &edit_reconstruct,
+      "--edit with (yes) or without (no) a reconstruction pass for detail keeping", "yes|no" },
     { "size", 0, 0, G_OPTION_ARG_INT, &size,
       "Image height and width (default: the config's sample_size)", "S" },
     G_OPTION_ENTRY_NULL
@@ -287,6 +290,12 @@ cli_cmd_bench (int argc, char **argv)
       edit_settings.steps = edit_steps;
     if (edit_decoder && !g_str_equal (edit_decoder, "own") && !g_str_equal (edit_decoder, "ddim"))
       return cli_usage_error (CMD, "--edit-decoder must be own or ddim, not '%s'", edit_decoder);
+    if (edit_reconstruct)
+      edit_settings.reconstruct = g_str_equal (edit_reconstruct, "yes");
+    if (edit_reconstruct && !g_str_equal (edit_reconstruct, "yes")
+        && !g_str_equal (edit_reconstruct, "no"))
+      return cli_usage_error (CMD, "--edit-reconstruct must be yes or no, not '%s'",
+                              edit_reconstruct);
     if (edit_decoder)
       edit_settings.decoder = g_str_equal (edit_decoder, "own") ? DDIM_EDIT_DECODER_OWN
                                                                : DDIM_EDIT_DECODER_DDIM;

@@ -131,15 +131,18 @@ gboolean ddim_edit_latent_is_exact (const DdimLatent *latent);
 
 /* The change an edit makes, @change_out = edited - reconstructed, [C, H, W]
  * at the latent's size: what a detail-keeping editor adds to the original
- * picture. For an exact latent (ddim_edit_latent_is_exact) in its own
- * decoder the reconstruction is @source, the model input that was
- * inverted, so this costs one edit decoding and nothing more; @source
- * must then be given. Otherwise (@source unused, may be NULL) the plain
- * reconstruction is decoded too, the same way. Strength 0: all zeros, no
- * model call. Progress (with @options) counts the decoding steps of all
- * passes. */
+ * picture. With @reconstruct the plain reconstruction is decoded too,
+ * the same way (@source unused, may be NULL), except for an exact latent
+ * (ddim_edit_latent_is_exact) in its own decoder, whose reconstruction is
+ * @source, the model input that was inverted. Without @reconstruct the
+ * source stands for the reconstruction whatever the latent: edited -
+ * source, the edit's own result at the model's resolution, with what the
+ * inversion lost. Without a reconstruction pass this costs one edit
+ * decoding and nothing more; @source must then be given. Strength 0: all
+ * zeros, no model call. Progress (with @options) counts the decoding steps
+ * of all passes. */
 gboolean ddim_edit_change (DdimUNet *unet, const DdimSchedule *schedule, const DdimLatent *latent,
-                           DdimEditDecoder decoder, const float *source,
+                           DdimEditDecoder decoder, gboolean reconstruct, const float *source,
                            const DdimDirection *direction, double strength,
                            int t_edit, const DdimRunOptions *options, float *change_out,
                            DdimEditStats *stats, GError **error);
@@ -147,12 +150,13 @@ gboolean ddim_edit_change (DdimUNet *unet, const DdimSchedule *schedule, const D
 /* The Semantic edit settings the GIMP plug-in uses by default, from the
  * measurements of the default model (models/fashion-mnist-32/MODEL.md,
  * "Edit speed"): its own inversion (when no latent is reused) with
- * @method at @steps, the edit decoded in that method's decoder, and the
- * reconstruction skipped when the latent is exact (ddim_edit_change). */
+ * @method at @steps, the edit decoded with @decoder, and the change
+ * (ddim_edit_change) with or without a reconstruction pass. */
 typedef struct {
   DdimInversionMethod method;
   int                 steps;
-  DdimEditDecoder     decoder;  /* for latents it inverts and latents it reuses */
+  DdimEditDecoder     decoder;      /* for latents it inverts and latents it reuses */
+  gboolean            reconstruct;  /* for ddim_edit_change */
 } DdimEditDefaults;
 
 void ddim_edit_defaults (DdimEditDefaults *defaults);
