@@ -267,6 +267,61 @@ test_eval_inversion (void)
   g_rmdir (dir);
 }
 
+/* `ddim bench --edit` keeps the bench's lines and adds the whole edit's:
+ * seconds, model evaluations (as many as its settings call for: one
+ * inversion, the edit, and a reconstruction unless the latent is exact)
+ * and the edit's own peak memory. */
+static void
+test_bench_edit (void)
+{
+  g_autofree char *cifar = fixture ("tiny-cifar");
+  if (cifar == NULL)
+    {
+      g_test_skip ("DDIM_FIXTURES_DIR not set");
+      return;
+    }
+  CliRun r = { 0 };
+  run_ddim (&r, NULL, (const char *[]){ "bench", "--config", cifar, "--edit", "--repeat", "1",
+                                        NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_true (g_regex_match_simple ("^best seconds: +[0-9.]+ \\(of 1\\)$", r.out,
+                                       G_REGEX_MULTILINE, 0));
+  g_assert_true (g_regex_match_simple ("^peak resident: ", r.out, G_REGEX_MULTILINE, 0));
+  g_autoptr (GRegex) seconds = g_regex_new ("^edit seconds: +([0-9.]+) \\(([0-9]+) model "
+                                            "evaluations\\)$", G_REGEX_MULTILINE, 0, NULL);
+  g_autoptr (GRegex) settings = g_regex_new ("^edit settings: +([a-z-]+) inversion, ([0-9]+) "
+                                             "steps, .*, (no reconstruction pass|with a "
+                                             "reconstruction pass)", G_REGEX_MULTILINE, 0, NULL);
+  g_autoptr (GMatchInfo) ms = NULL, mt = NULL;
+  g_assert_true (g_regex_match (seconds, r.out, 0, &ms));
+  g_assert_true (g_regex_match (settings, r.out, 0, &mt));
+  g_autofree char *secs = g_match_info_fetch (ms, 1), *evals = g_match_info_fetch (ms, 2);
+  g_autofree char *method = g_match_info_fetch (mt, 1), *steps = g_match_info_fetch (mt, 2);
+  g_autofree char *rec = g_match_info_fetch (mt, 3);
+  g_assert_cmpfloat (g_ascii_strtod (secs, NULL), >, 0);
+  int n = atoi (steps), expected;
+  if (g_str_equal (method, "bdia"))
+    expected = n + (n - 1);        /* inversion, BDIA edit decoding */
+  else if (g_str_equal (method, "ddim"))
+    expected = n + n;              /* inversion, edit */
+  else
+    expected = -1;
+  if (!g_str_has_prefix (rec, "no"))
+    expected += n;                 /* the reconstruction */
+  g_assert_cmpint (atoi (evals), ==, expected);
+  g_assert_true (g_regex_match_simple ("^edit peak resident: +[0-9.]+ MiB", r.out,
+                                       G_REGEX_MULTILINE, 0));
+  g_assert_true (g_regex_match_simple ("^edit peak - weights: +-?[0-9.]+ MiB$", r.out,
+                                       G_REGEX_MULTILINE, 0));
+  cli_run_clear (&r);
+
+  /* Without --edit: no edit lines. */
+  run_ddim (&r, NULL, (const char *[]){ "bench", "--config", cifar, "--repeat", "1", NULL });
+  g_assert_cmpint (r.status, ==, 0);
+  g_assert_null (strstr (r.out, "edit seconds"));
+  cli_run_clear (&r);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -278,5 +333,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/bad-model-environment", test_bad_model_environment);
   g_test_add_func ("/cli/train-export", test_train_export);
   g_test_add_func ("/cli/eval-inversion", test_eval_inversion);
+  g_test_add_func ("/cli/bench-edit", test_bench_edit);
   return g_test_run ();
 }

@@ -457,6 +457,242 @@ test_edit_continuity (void)
   check_continuity (m, dx, 0.5 * sqrt ((double) xs), 500);
 }
 
+/* ---- edits of exact (BDIA) latents -------------------------------------- */
+
+typedef struct {
+  int calls, last_done, last_total;
+} ProgressCount;
+
+static void
+count_progress (int done, int total, gpointer data)
+{
+  ProgressCount *p = data;
+  p->calls++;
+  p->last_done = done;
+  p->last_total = total;
+}
+
+/* A random image in [-1, 1] of @m's sample size, inverted with @method at
+ * STEPS steps. */
+static DdimLatent *
+invert_random (DdimModel *m, DdimInversionMethod method, float *x0)
+{
+  int S = ddim_unet_get_config (m->unet)->sample_size;
+  gsize xs = image_size (m);
+  ddim_randn (21, x0, xs);
+  for (gsize i = 0; i < xs; i++)
+    x0[i] = CLAMP (0.5f * x0[i], -1.f, 1.f);
+  DdimRunOptions o = run_options (m);
+  g_autoptr (GError) error = NULL;
+  DdimLatent *l = ddim_invert_with_method (m->unet, m->schedule, x0, S, S, method, NULL, &o,
+                                           NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (l);
+  return l;
+}
+
+/* Strength 0 in BDIA's decoder is ddim_decode_bdia bit for bit, so the
+ * source comes back to round-off, for h- and x-space directions alike. */
+static void
+test_bdia_strength_zero (void)
+{
+  REQUIRE_FIXTURE (m, "tiny-cifar");
+  int S = ddim_unet_get_config (m->unet)->sample_size;
+  gsize xs = image_size (m);
+  g_autofree float *x0 = g_new (float, xs), *dec = g_new (float, xs);
+  g_autoptr (DdimLatent) l = invert_random (m, DDIM_METHOD_BDIA, x0);
+  DdimRunOptions o = run_options (m);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (ddim_decode_bdia (m->unet, m->schedule, l->latent, l->latent_pair, dec, S, S,
+                                   l->bdia_gamma, &o, NULL, &error));
+  g_assert_cmpfloat (max_abs_diff (dec, x0, xs), <, 1e-4);
+
+  g_autoptr (DdimDirection) dh = random_h_direction (m, "r", 3);
+  g_autoptr (DdimDirection) dx = ddim_direction_new ("x", DDIM_SPACE_X, 3, 3, S, S);
+  ddim_randn (4, dx->data, xs);
+  const DdimDirection *dirs[2] = { dh, dx };
+  for (int k = 0; k < 2; k++)
+    {
+      g_autofree float *y = g_memdup2 (l->latent, xs * sizeof (float));
+      DdimEditStats st = { 0 };
+      g_assert_true (ddim_edit_bdia (m->unet, m->schedule, y, l->latent_pair, 1, S, S,
+                                     l->bdia_gamma, dirs[k], 0.0, 300, &o, &st, &error));
+      g_assert_no_error (error);
+      g_assert_cmpmem (y, xs * sizeof (float), dec, xs * sizeof (float));
+      g_assert_cmpint (st.model_evals, ==, STEPS - 1);
+      g_assert_cmpint (st.shifted_decoders, ==, 0);
+      /* Through the latent: the same. */
+      g_autofree float *z = g_new (float, xs);
+      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, DDIM_EDIT_DECODER_OWN, dirs[k], 0.0, -1, NULL, z, NULL,
+                                       &error));
+      g_assert_cmpfloat (max_abs_diff (z, x0, xs), <, 1e-4);
+    }
+  g_assert_true (ddim_edit_latent_is_exact (l));
+}
+
+/* An edit of an exact latent costs one decoding and no reconstruction: the
+ * model calls are counted where they are made. A DDIM latent also pays the
+ * plain reconstruction. The change is the edit minus the source, resp. the
+ * reconstruction. */
+static void
+test_edit_change_evaluations (void)
+{
+  REQUIRE_FIXTURE (m, "tiny-cifar");
+  int S = ddim_unet_get_config (m->unet)->sample_size;
+  gsize xs = image_size (m);
+  g_autofree float *x0 = g_new (float, xs), *change = g_new (float, xs);
+  g_autofree float *edited = g_new (float, xs);
+  g_autoptr (DdimDirection) d = random_h_direction (m, "r", 5);
+  int t_edit = 400;
+  g_autofree int *ts = ddim_schedule_timesteps (m->schedule, STEPS, m->schedule->spacing, NULL);
+  int shifted_ddim = 0;
+  for (int i = 0; i < STEPS; i++)
+    shifted_ddim += ts[i] >= t_edit;
+  g_assert_cmpint (shifted_ddim, >, 1);
+  g_assert_cmpint (shifted_ddim, <, STEPS);
+  g_autoptr (GError) error = NULL;
+  double strength = 30;
+
+  /* BDIA: exact, so one decoding; its first step has no model call. */
+  g_autoptr (DdimLatent) bdia = invert_random (m, DDIM_METHOD_BDIA, x0);
+  ProgressCount pc = { 0 };
+  DdimRunOptions o;
+  ddim_run_options_init (&o, m->schedule);
+  o.progress = count_progress;
+  o.progress_data = &pc;
+  DdimEditStats st = { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, TRUE, x0, d, strength, t_edit, &o,
+                                   change, &st, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (st.model_evals, ==, STEPS - 1);
+  g_assert_cmpint (st.shifted_decoders, ==, shifted_ddim - 1);
+  g_assert_cmpint (pc.calls, ==, STEPS - 1);
+  g_assert_cmpint (pc.last_done, ==, pc.last_total);
+  DdimEditStats st2 = { 0 };
+  g_assert_true (ddim_edit_latent (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, d, strength, t_edit, NULL, edited,
+                                   &st2, &error));
+  g_assert_cmpint (st2.model_evals, ==, STEPS - 1);
+  for (gsize i = 0; i < xs; i++)
+    edited[i] -= x0[i];
+  g_assert_cmpmem (change, xs * sizeof (float), edited, xs * sizeof (float));
+  g_assert_cmpfloat (max_abs (change, xs), >, 1e-3);
+
+  /* The same latent in DDIM's decoder (its first state): with a
+   * reconstruction pass. */
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_DDIM, TRUE, NULL, d,
+                                   strength, t_edit, NULL, change, &st, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
+  g_assert_cmpint (st.shifted_decoders, ==, shifted_ddim);
+
+  /* Strength 0: nothing to decode. */
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, bdia, DDIM_EDIT_DECODER_OWN, TRUE, x0, d, 0.0, t_edit, NULL, change,
+                                   &st, &error));
+  g_assert_cmpint (st.model_evals, ==, 0);
+  g_assert_cmpfloat (max_abs (change, xs), ==, 0);
+
+  /* DDIM: reconstruction and edit, each STEPS model calls. */
+  g_autoptr (DdimLatent) ddim = invert_random (m, DDIM_METHOD_DDIM, x0);
+  g_assert_false (ddim_edit_latent_is_exact (ddim));
+  pc = (ProgressCount) { 0 };
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, TRUE, NULL, d, strength, t_edit, &o,
+                                   change, &st, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (st.model_evals, ==, 2 * STEPS);
+  g_assert_cmpint (st.shifted_decoders, ==, shifted_ddim);
+  g_assert_cmpint (pc.calls, ==, 2 * STEPS);
+  g_assert_cmpint (pc.last_done, ==, 2 * STEPS);
+  DdimRunOptions ro = run_options (m);
+  g_autofree float *rec = g_memdup2 (ddim->latent, xs * sizeof (float));
+  g_assert_true (ddim_sample (m->unet, m->schedule, rec, 1, S, S, &ro, &error));
+  memcpy (edited, ddim->latent, xs * sizeof (float));
+  g_assert_true (ddim_edit (m->unet, m->schedule, edited, 1, S, S, d, strength, t_edit, &ro,
+                            &error));
+  for (gsize i = 0; i < xs; i++)
+    edited[i] -= rec[i];
+  g_assert_cmpmem (change, xs * sizeof (float), edited, xs * sizeof (float));
+
+  /* Without the reconstruction pass: the edit minus the source, one
+   * decoding. */
+  st = (DdimEditStats) { 0 };
+  g_assert_true (ddim_edit_change (m->unet, m->schedule, ddim, DDIM_EDIT_DECODER_OWN, FALSE, x0,
+                                   d, strength, t_edit, NULL, change, &st, &error));
+  g_assert_cmpint (st.model_evals, ==, STEPS);
+  for (gsize i = 0; i < xs; i++)
+    edited[i] += rec[i] - x0[i];
+  g_assert_cmpfloat (max_abs_diff (change, edited, xs), <, 1e-5);
+}
+
+/* The h-space edit in BDIA's decoder: continuous in the strength (a tiny
+ * strength, a proportionally tiny change), and the same for every sample
+ * of a batch as for that sample alone (to round-off). */
+static void
+test_bdia_edit (void)
+{
+  REQUIRE_FIXTURE (m, "tiny-cifar");
+  int S = ddim_unet_get_config (m->unet)->sample_size;
+  gsize xs = image_size (m);
+  g_autofree float *x0 = g_new (float, xs);
+  g_autoptr (DdimLatent) l = invert_random (m, DDIM_METHOD_BDIA, x0);
+  g_autoptr (DdimDirection) d = random_h_direction (m, "r", 6);
+  DdimRunOptions o = run_options (m);
+  g_autoptr (GError) error = NULL;
+  static const double f[] = { 0.01, 0.1, 10 };
+  double dist_f[G_N_ELEMENTS (f)];
+  g_autofree float *y = g_new (float, xs);
+  for (gsize k = 0; k < G_N_ELEMENTS (f); k++)
+    {
+      g_assert_true (ddim_edit_latent (m->unet, m->schedule, l, DDIM_EDIT_DECODER_OWN, d, f[k], 300, &o, y, NULL,
+                                       &error));
+      g_assert_no_error (error);
+      dist_f[k] = dist (y, x0, xs);
+      g_test_message ("strength %g: distance %g", f[k], dist_f[k]);
+    }
+  g_assert_cmpfloat (dist_f[2], >, 1e-2);
+  g_assert_cmpfloat (dist_f[1] / dist_f[0], >, 5);
+  g_assert_cmpfloat (dist_f[1] / dist_f[0], <, 20);
+
+  /* A batch of two: the latent and its negation. */
+  g_autofree float *xb = g_new (float, 2 * xs), *pb = g_new (float, 2 * xs);
+  for (gsize i = 0; i < xs; i++)
+    {
+      xb[i] = l->latent[i];
+      xb[xs + i] = -l->latent[i];
+      pb[i] = l->latent_pair[i];
+      pb[xs + i] = -l->latent_pair[i];
+    }
+  g_assert_true (ddim_edit_bdia (m->unet, m->schedule, xb, pb, 2, S, S, l->bdia_gamma, d, 10,
+                                 300, &o, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_cmpfloat (max_abs_diff (xb, y, xs), <, 1e-3);
+  g_autofree float *neg = g_new (float, xs);
+  for (gsize i = 0; i < xs; i++)
+    {
+      neg[i] = -l->latent[i];
+      pb[i] = -l->latent_pair[i];
+    }
+  g_assert_true (ddim_edit_bdia (m->unet, m->schedule, neg, pb, 1, S, S, l->bdia_gamma, d, 10,
+                                 300, &o, NULL, &error));
+  g_assert_cmpfloat (max_abs_diff (xb + xs, neg, xs), <, 1e-3);
+
+  /* gamma outside (0, 1] is refused. */
+  g_assert_false (ddim_edit_bdia (m->unet, m->schedule, neg, pb, 1, S, S, 0.0, d, 10, 300, &o,
+                                  NULL, &error));
+  g_assert_error (error, DDIM_ERROR, DDIM_ERROR_INVALID);
+}
+
+static void
+test_edit_defaults (void)
+{
+  DdimEditDefaults d;
+  ddim_edit_defaults (&d);
+  g_assert_cmpint (d.steps, >=, 1);
+  g_assert_cmpstr (ddim_inversion_method_to_string (d.method), !=, "");
+}
+
 /* ---- interpolation ------------------------------------------------------ */
 
 static void
@@ -1219,6 +1455,10 @@ main (int argc, char **argv)
   g_test_add_func ("/unet/hspace-jvp-variants", test_hspace_jvp_variants);
   g_test_add_func ("/edit/strength-zero-exact", test_strength_zero_exact);
   g_test_add_func ("/edit/continuity", test_edit_continuity);
+  g_test_add_func ("/edit/bdia-strength-zero", test_bdia_strength_zero);
+  g_test_add_func ("/edit/change-evaluations", test_edit_change_evaluations);
+  g_test_add_func ("/edit/bdia-edit", test_bdia_edit);
+  g_test_add_func ("/edit/defaults", test_edit_defaults);
   g_test_add_func ("/edit/interpolation", test_interpolation);
   g_test_add_func ("/edit/jacobian-directions", test_jacobian_directions);
   g_test_add_func ("/edit/pca-directions", test_pca_directions);

@@ -1,5 +1,6 @@
 /* ddim bench: times the UNet forward pass (random weights) against the
  * BLAS's own sgemm speed, and reports memory. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #include "cli.h"
 #include "ddim/config.h"
 #include "ddim/dataset.h"
+#include "ddim/edit.h"
+#include "ddim/exact.h"
 #include "ddim/train.h"
 #include "ddim/model.h"
 #include "ddim/unet.h"
@@ -130,12 +133,108 @@ time_sgemm (int repeat)
   return best;
 }
 
+/* User + system CPU seconds of this process so far (all threads). */
+static double
+cpu_seconds (void)
+{
+  struct rusage ru;
+  if (getrusage (RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
+         + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Forgets the peak resident size so far (Linux: clear_refs 5), so that
+ * VmHWM then measures from here. FALSE where that is not possible. */
+static gboolean
+reset_peak_rss (void)
+{
+  FILE *f = fopen ("/proc/self/clear_refs", "w");
+  if (f == NULL)
+    return FALSE;
+  gboolean ok = fputs ("5", f) >= 0;
+  return fclose (f) == 0 && ok;
+}
+
+/* One whole Semantic edit of a random @size image as the GIMP plug-in
+ * makes it by default (ddim_edit_defaults: inversion, then the change of
+ * the edit, with a reconstruction pass only for inexact latents), along a
+ * random h-space direction applied from 15% of the training timesteps up
+ * (where the default model's class directions start). */
+static int
+bench_edit (DdimUNet *unet, int size, double weights_mib, const DdimEditDefaults *settings)
+{
+  const DdimUNetConfig *c = ddim_unet_get_config (unet);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (DdimSchedule) schedule = ddim_schedule_new_default ();
+  DdimEditDefaults defaults = *settings;
+  int hc, hh, hw;
+  ddim_unet_hspace_shape (unet, size, size, &hc, &hh, &hw);
+  gsize nh = (gsize) hc * hh * hw, nx = (gsize) c->in_channels * size * size;
+  g_autoptr (DdimDirection) d = ddim_direction_new ("random", DDIM_SPACE_H, 3, hc, hh, hw);
+  ddim_randn (5, d->data, nh);
+  double norm = 0;
+  for (gsize i = 0; i < nh; i++)
+    norm += (double) d->data[i] * d->data[i];
+  for (gsize i = 0; i < nh; i++)
+    d->data[i] = (float) (d->data[i] / sqrt (norm));
+  d->t_min = schedule->num_train_timesteps * 3 / 20;
+  d->t_max = schedule->num_train_timesteps - 1;
+  g_autofree float *x0 = g_new (float, nx);
+  g_autofree float *change = g_new (float, nx);
+  ddim_randn (6, x0, nx);
+  for (gsize i = 0; i < nx; i++)
+    x0[i] = CLAMP (x0[i] * 0.5f, -1.f, 1.f);
+
+  gboolean reset = reset_peak_rss ();
+  DdimRunOptions o;
+  ddim_run_options_init (&o, schedule);
+  o.steps = defaults.steps;
+  DdimExactStats inversion = { 0 };
+  DdimEditStats edit = { 0 };
+  gint64 t0 = g_get_monotonic_time ();
+  double cpu0 = cpu_seconds ();
+  g_autoptr (DdimLatent) latent = ddim_invert_with_method (unet, schedule, x0, size, size,
+                                                           defaults.method, NULL, &o,
+                                                           &inversion, &error);
+  if (latent == NULL
+      || !ddim_edit_change (unet, schedule, latent, defaults.decoder, defaults.reconstruct, x0, d, sqrt ((double) nh), -1, &o, change,
+                            &edit, &error))
+    return cli_error (CMD, error);
+  double seconds = (g_get_monotonic_time () - t0) / 1e6;
+  double cpu = cpu_seconds () - cpu0;
+  const char *source = NULL;
+  double peak = peak_rss_bytes (&source);
+
+  kv ("edit seconds", "%.2f (%d model evaluations)", seconds,
+      inversion.model_evals + edit.model_evals);
+  kv ("edit CPU seconds", "%.2f (all threads)", cpu);
+  kv ("edit settings", "%s inversion, %d steps, h shifted for t >= %d (%d extra decoder "
+      "halves; %d of the evaluations in the inversion), %s",
+      ddim_inversion_method_to_string (defaults.method), defaults.steps, d->t_min,
+      edit.shifted_decoders, inversion.model_evals,
+      !defaults.reconstruct ? "no reconstruction pass (the source stands for it)"
+      : defaults.decoder == DDIM_EDIT_DECODER_OWN && ddim_edit_latent_is_exact (latent)
+        ? "no reconstruction pass (exact latent)" : "with a reconstruction pass");
+  if (peak >= 0)
+    {
+      kv ("edit peak resident", "%.1f MiB (%s, %s)", peak / MIB, source,
+          reset ? "from the start of the edit" : "whole run: the peak could not be reset");
+      kv ("edit peak - weights", "%.1f MiB", peak / MIB - weights_mib);
+    }
+  else
+    kv ("edit peak resident", "unavailable");
+  return CLI_EXIT_OK;
+}
+
 int
 cli_cmd_bench (int argc, char **argv)
 {
   g_autofree char *config_arg = NULL;
   int repeat = 3, batch = 1, size = 0;
-  gboolean vjp = FALSE, train = FALSE;
+  gboolean vjp = FALSE, train = FALSE, edit = FALSE;
+  g_autofree char *edit_method = NULL, *edit_decoder = NULL, *edit_reconstruct = NULL;
+  int edit_steps = 0;
   GOptionEntry entries[] = {
     { "config", 0, 0, G_OPTION_ARG_FILENAME, &config_arg,
       "A model folder of any family (config.json, ermongroup config.yml, guided-diffusion "
@@ -150,6 +249,19 @@ cli_cmd_bench (int argc, char **argv)
     { "train", 0, 0, G_OPTION_ARG_NONE, &train,
       "Also time training steps (forward, backward, AdamW, EMA) on a batch of --batch "
       "random images (a batch of 1 is raised to 16) and report samples/s", NULL },
+    { "edit", 0, 0, G_OPTION_ARG_NONE, &edit,
+      "Also time one whole Semantic edit with the GIMP plug-in's default settings (inversion "
+      "and edit, a random h-space direction) and report its model evaluations and peak "
+      "memory", NULL },
+    { "edit-method", 0, 0, G_OPTION_ARG_STRING, &edit_method,
+      "--edit with this inversion method instead of the plug-in's (ddim, bdia, ...)", "M" },
+    { "edit-steps", 0, 0, G_OPTION_ARG_INT, &edit_steps,
+      "--edit with this many steps instead of the plug-in's", "N" },
+    { "edit-decoder", 0, 0, G_OPTION_ARG_STRING, &edit_decoder,
+      "--edit decoding with the method's own decoder (own: no reconstruction pass for bdia) "
+      "or with DDIM (ddim)", "own|ddim" },
+    { "edit-reconstruct", 0, 0, G_OPTION_ARG_STRING, &edit_reconstruct,
+      "--edit with (yes) or without (no) a reconstruction pass for detail keeping", "yes|no" },
     { "size", 0, 0, G_OPTION_ARG_INT, &size,
       "Image height and width (default: the config's sample_size)", "S" },
     G_OPTION_ENTRY_NULL
@@ -174,6 +286,32 @@ cli_cmd_bench (int argc, char **argv)
     return rc;
   if (size != 0 && !cli_check_range (CMD, "--size", size, 1, 65536, &rc))
     return rc;
+  DdimEditDefaults edit_settings;
+  ddim_edit_defaults (&edit_settings);
+  {
+    g_autoptr (GError) e = NULL;
+    if (edit_method && !ddim_inversion_method_from_string (edit_method, &edit_settings.method, &e))
+      return cli_usage_error (CMD, "--edit-method: %s", e->message);
+    if (edit_method && edit_settings.method != DDIM_METHOD_DDIM
+        && edit_settings.method != DDIM_METHOD_BDIA
+        && edit_settings.method != DDIM_METHOD_FIXED_POINT)
+      return cli_usage_error (CMD, "--edit-method must be ddim, bdia or fixed-point");
+    if (edit_steps != 0 && !cli_check_range (CMD, "--edit-steps", edit_steps, 1, 1000, &rc))
+      return rc;
+    if (edit_steps)
+      edit_settings.steps = edit_steps;
+    if (edit_decoder && !g_str_equal (edit_decoder, "own") && !g_str_equal (edit_decoder, "ddim"))
+      return cli_usage_error (CMD, "--edit-decoder must be own or ddim, not '%s'", edit_decoder);
+    if (edit_reconstruct)
+      edit_settings.reconstruct = g_str_equal (edit_reconstruct, "yes");
+    if (edit_reconstruct && !g_str_equal (edit_reconstruct, "yes")
+        && !g_str_equal (edit_reconstruct, "no"))
+      return cli_usage_error (CMD, "--edit-reconstruct must be yes or no, not '%s'",
+                              edit_reconstruct);
+    if (edit_decoder)
+      edit_settings.decoder = g_str_equal (edit_decoder, "own") ? DDIM_EDIT_DECODER_OWN
+                                                               : DDIM_EDIT_DECODER_DDIM;
+  }
 
   g_autoptr (GError) error = NULL;
   DdimUNetConfig config;
@@ -370,5 +508,7 @@ cli_cmd_bench (int argc, char **argv)
       kv ("peak resident", "unavailable");
       kv ("peak - weights", "unavailable");
     }
+  if (edit)
+    return bench_edit (unet, size, weights_mib, &edit_settings);
   return CLI_EXIT_OK;
 }

@@ -14,6 +14,7 @@
 #include "ddim/directions.h"
 #include "ddim/edit.h"
 #include "ddim/edit-score.h"
+#include "ddim/exact.h"
 #include "ddim/image.h"
 
 #define CMD "eval-edit"
@@ -45,16 +46,32 @@ typedef struct {
   GArray           *strengths;     /* double; empty: each direction's recommended */
   int               per_class, t_edit, batch, grid_pairs;
   DdimRunOptions    run;
+  /* How the sources are inverted; their latents are decoded (and edited)
+   * with that method's decoder, DDIM or BDIA. */
+  DdimInversionMethod method;
+  DdimExactOptions  exact;
+  /* Score source + (edit - reconstruction), what the GIMP plug-in shows,
+   * instead of the edit itself. */
+  gboolean          keep_detail;
+  /* Decode every latent with DDIM (a pair method's first state), as the
+   * plug-in did with BDIA latents. */
+  gboolean          ddim_decoder;
 
   /* Every source image once (the directions' source sets overlap). */
   int              *pos_of;        /* dataset index -> row in x0/latents, or -1 */
   int               n_sources;
   float            *x0, *latents;
+  float            *pairs;         /* BDIA: the latents' second states */
+  float            *recs;          /* the reconstructions (strength 0) */
+  double            rec_seconds;
 
   Row              *rows;          /* n_targets x n_strengths */
   int               n_strengths;
   DdimEditScore     baseline;      /* reconstructions, target: their own class */
   double            invert_seconds;
+  int               invert_evals;  /* model evaluations of all inversions */
+  DdimEditStats     edit_stats;    /* of all edit decodings */
+  int               edit_batches, edit_images;
   float            *grid;          /* rows x 2 grid_pairs cells */
 
   /* Progress in batched model steps over the whole job (steps of one
@@ -106,12 +123,73 @@ run_all_sources (EvalJob *j, CliRunFunc func, float *x, GError **error)
 }
 
 static gboolean
+is_bdia (const EvalJob *j)
+{
+  return ddim_inversion_method_decoder (j->method) == DDIM_METHOD_BDIA && !j->ddim_decoder;
+}
+
+/* Inverts every source: DDIM in batches, other methods one by one. */
+static gboolean
+invert_sources (EvalJob *j, GError **error)
+{
+  gsize per = image_count (j);
+  memcpy (j->latents, j->x0, (gsize) j->n_sources * per * sizeof (float));
+  if (j->method == DDIM_METHOD_DDIM)
+    {
+      if (!run_all_sources (j, ddim_invert, j->latents, error))
+        return FALSE;
+      j->invert_evals += j->n_sources * j->run.steps;   /* per image */
+      return TRUE;
+    }
+  int S = j->ds->size;
+  for (int i = 0; i < j->n_sources; i++)
+    {
+      DdimExactStats st = { 0 };
+      g_autoptr (DdimLatent) l = ddim_invert_with_method (j->model->unet, j->model->schedule,
+                                                          j->x0 + (gsize) i * per, S, S,
+                                                          j->method, &j->exact, &j->run, &st,
+                                                          error);
+      if (l == NULL)
+        return FALSE;
+      memcpy (j->latents + (gsize) i * per, l->latent, per * sizeof (float));
+      if (j->pairs)
+        memcpy (j->pairs + (gsize) i * per, l->latent_pair, per * sizeof (float));
+      j->invert_evals += st.model_evals;
+      j->offset += j->run.steps;
+    }
+  return TRUE;
+}
+
+/* Decodes (and edits) @n latents @x with their pairs @pairs (BDIA). */
+static gboolean
+edit_batch (EvalJob *j, const DdimDirection *d, double strength, int t_edit, float *x,
+            const float *pairs, int n, DdimEditStats *stats, GError **error)
+{
+  int S = j->ds->size;
+  if (is_bdia (j))
+    return ddim_edit_bdia (j->model->unet, j->model->schedule, x, pairs, n, S, S,
+                           j->exact.bdia_gamma, d, strength, t_edit, &j->run, stats, error);
+  return ddim_edit_counted (j->model->unet, j->model->schedule, x, n, S, S, d, strength, t_edit,
+                            &j->run, stats, error);
+}
+
+static gboolean
 score_reconstructions (EvalJob *j, GError **error)
 {
   gsize per = image_count (j);
-  g_autofree float *rec = g_memdup2 (j->latents, (gsize) j->n_sources * per * sizeof (float));
-  if (!run_all_sources (j, ddim_sample, rec, error))
+  gint64 start = g_get_monotonic_time ();
+  float *rec = j->recs = g_memdup2 (j->latents, (gsize) j->n_sources * per * sizeof (float));
+  if (!is_bdia (j) && !run_all_sources (j, ddim_sample, rec, error))
     return FALSE;
+  for (int b = 0; is_bdia (j) && b < j->n_sources; b += j->batch)
+    {
+      if (!edit_batch (j, j->targets[0].direction, 0.0, 0, rec + (gsize) b * per,
+                       j->pairs + (gsize) b * per, MIN (j->batch, j->n_sources - b), NULL,
+                       error))
+        return FALSE;
+      j->offset += j->run.steps;
+    }
+  j->rec_seconds = (g_get_monotonic_time () - start) / 1e6;
   g_autofree int *predicted = g_new (int, j->n_sources);
   if (!ddim_classifier_predict (j->classifier, rec, j->n_sources, predicted, NULL, error))
     return FALSE;
@@ -134,6 +212,7 @@ edit_target (EvalJob *j, const Target *t, Row *row, int grid_row, GError **error
   gsize per = image_count (j);
   g_autofree float *src = g_new (float, (gsize) j->batch * per);
   g_autofree float *x = g_new (float, (gsize) j->batch * per);
+  g_autofree float *pairs = j->pairs ? g_new (float, (gsize) j->batch * per) : NULL;
   g_autofree int *predicted = g_new (int, j->batch);
   gint64 start = g_get_monotonic_time ();
   for (int b = 0; b < j->per_class; b += j->batch)
@@ -141,9 +220,21 @@ edit_target (EvalJob *j, const Target *t, Row *row, int grid_row, GError **error
       int nb = MIN (j->batch, j->per_class - b);
       gather_rows (j, j->x0, t->indices + b, nb, src);
       gather_rows (j, j->latents, t->indices + b, nb, x);
-      if (!ddim_edit (j->model->unet, j->model->schedule, x, nb, S, S, t->direction,
-                      row->strength, j->t_edit, &j->run, error)
-          || !ddim_classifier_predict (j->classifier, x, nb, predicted, NULL, error))
+      if (pairs)
+        gather_rows (j, j->pairs, t->indices + b, nb, pairs);
+      if (!edit_batch (j, t->direction, row->strength, j->t_edit, x, pairs, nb, &j->edit_stats,
+                       error))
+        return FALSE;
+      j->edit_batches++;
+      j->edit_images += nb;
+      if (j->keep_detail)
+        {
+          g_autofree float *rec = g_new (float, (gsize) nb * per);
+          gather_rows (j, j->recs, t->indices + b, nb, rec);
+          for (gsize k = 0; k < (gsize) nb * per; k++)
+            x[k] = src[k] + (x[k] - rec[k]);
+        }
+      if (!ddim_classifier_predict (j->classifier, x, nb, predicted, NULL, error))
         return FALSE;
       j->offset += j->run.steps;
       ddim_edit_score_add (&row->score, src, x, predicted, t->target, nb, C, S, S);
@@ -172,12 +263,13 @@ eval_job (gpointer data, DdimProgressFunc progress, gpointer progress_data,
   int steps = j->run.steps;
   int source_batches = (j->n_sources + j->batch - 1) / j->batch;
   int edit_batches = (j->per_class + j->batch - 1) / j->batch;
-  j->total = (2 * source_batches + j->n_targets * j->n_strengths * edit_batches) * steps;
+  int invert_runs = j->method == DDIM_METHOD_DDIM ? source_batches : j->n_sources;
+  j->total = (invert_runs + source_batches + j->n_targets * j->n_strengths * edit_batches)
+             * steps;
   j->offset = 0;
 
   gint64 start = g_get_monotonic_time ();
-  memcpy (j->latents, j->x0, (gsize) j->n_sources * image_count (j) * sizeof (float));
-  if (!run_all_sources (j, ddim_invert, j->latents, error))
+  if (!invert_sources (j, error))
     return FALSE;
   j->invert_seconds = (g_get_monotonic_time () - start) / 1e6;
   if (!score_reconstructions (j, error))
@@ -271,9 +363,13 @@ print_report (const EvalJob *j, const char *model_dir, const char *data,
   int S = j->ds->size;
   printf ("Class directions of %s (%s), classified by %s.\n", model_dir, directions_path,
           classifier_dir);
-  printf ("Each edits the first %d %s images of the other classes (%d steps, %dx%d).\n"
+  printf ("Each edits the first %d %s images of the other classes (%d steps, %dx%d; "
+          "inversion %s, decoded and edited with %s).\n"
           "Changed shape: pixels where the source or the edit is above gray %.2f, grown by "
           "%d pixel%s; PSNR over the rest.\n\n", j->per_class, data, j->run.steps, S, S,
+          ddim_inversion_method_to_string (j->method),
+          j->ddim_decoder ? "ddim" : ddim_inversion_method_to_string (
+                                        ddim_inversion_method_decoder (j->method)),
           (DDIM_EDIT_SCORE_THRESHOLD + 1) / 2, DDIM_EDIT_SCORE_DILATE,
           DDIM_EDIT_SCORE_DILATE == 1 ? "" : "s");
   printf ("%-12s %10s %6s %8s %12s %7s %8s\n", "direction", "strength", "t", "success",
@@ -299,6 +395,11 @@ print_report (const EvalJob *j, const char *model_dir, const char *data,
       printf ("\nMean success over %d direction%s at %s: %.1f%% (target >= %.0f%%: %s)",
               j->n_targets, j->n_targets == 1 ? "" : "s", which, 100 * mean,
               100 * TARGET_SUCCESS, mean >= TARGET_SUCCESS ? "met" : "not met");
+      double db = 0;
+      for (int t = 0; t < j->n_targets; t++)
+        db += ddim_edit_score_psnr (&j->rows[t * j->n_strengths + s].score);
+      g_autofree char *mean_db = format_db (db / j->n_targets);
+      printf ("; mean PSNR out %s dB", mean_db);
     }
   printf ("\n");
   g_autofree char *base_db = format_db (ddim_edit_score_psnr (&j->baseline));
@@ -307,6 +408,21 @@ print_report (const EvalJob *j, const char *model_dir, const char *data,
           j->n_sources, 100 * ddim_edit_score_success (&j->baseline), base_db,
           100 * ddim_edit_score_inside_share (&j->baseline), j->invert_seconds,
           j->invert_seconds / j->n_sources);
+  double edit_seconds = 0;
+  for (int r = 0; r < j->n_targets * j->n_strengths; r++)
+    edit_seconds += j->rows[r].seconds;
+  double per_edit = j->edit_batches ? (double) j->edit_stats.model_evals / j->edit_batches : 0;
+  double halves = j->edit_batches ? (double) j->edit_stats.shifted_decoders / j->edit_batches : 0;
+  double inv = (double) j->invert_evals / j->n_sources;
+  printf ("Model evaluations per image: inversion %.1f, edit %.1f (+ %.1f shifted decoder "
+          "halves), reconstruction %d%s; seconds per image (batches of %d): inversion %.3f, "
+          "edit %.3f, reconstruction %.3f.\n", inv, per_edit, halves,
+          is_bdia (j) ? 0 : j->run.steps,
+          is_bdia (j) ? " (exact latent: none needed)"
+                      : j->keep_detail ? " (scored: source + edit - reconstruction)"
+                                       : " (not used: the edit itself is scored)",
+          j->batch, j->invert_seconds / j->n_sources,
+          j->edit_images ? edit_seconds / j->edit_images : 0, j->rec_seconds / j->n_sources);
   if (j->n_strengths < 2)
     return;
   /* A sweep: the strength with the highest success per direction (the
@@ -395,6 +511,8 @@ prepare_sources (EvalJob *j, const DdimDataset *ds, const char *data)
       }
   j->x0 = ddim_dataset_gather (ds, used, j->n_sources);
   j->latents = g_new (float, (gsize) j->n_sources * image_count (j));
+  if (ddim_inversion_method_is_pair (j->method))
+    j->pairs = g_new (float, (gsize) j->n_sources * image_count (j));
   return CLI_EXIT_OK;
 }
 
@@ -406,6 +524,8 @@ eval_job_clear (EvalJob *j)
   g_free (j->pos_of);
   g_free (j->x0);
   g_free (j->latents);
+  g_free (j->pairs);
+  g_free (j->recs);
   g_free (j->grid);
   memset (j, 0, sizeof *j);
 }
@@ -416,9 +536,9 @@ int
 cli_cmd_eval_edit (int argc, char **argv)
 {
   g_autofree char *classifier_dir = NULL, *data = NULL, *directions = NULL, *classes = NULL;
-  g_autofree char *strength = NULL, *samples_png = NULL;
+  g_autofree char *strength = NULL, *samples_png = NULL, *method = NULL;
   int per_class = 100, steps = 50, t_edit = -1, batch = 25;
-  gboolean quiet = FALSE;
+  gboolean quiet = FALSE, keep_detail = FALSE, ddim_decoder = FALSE;
   GOptionEntry entries[] = {
     { "classifier", 'c', 0, G_OPTION_ARG_FILENAME, &classifier_dir,
       "Fashion-MNIST classifier folder (required), e.g. models/fashion-mnist-classifier",
@@ -440,7 +560,17 @@ cli_cmd_eval_edit (int argc, char **argv)
       "N" },
     { "t-edit", 't', 0, G_OPTION_ARG_INT, &t_edit,
       "Edit timestep (default: each direction's own, as 'ddim edit')", "T" },
-    { "batch", 0, 0, G_OPTION_ARG_INT, &batch, "Images per model call (default 25)", "B" },
+    { "method", 0, 0, G_OPTION_ARG_STRING, &method,
+      "Inversion method: ddim (default), bdia (exact; decoded and edited with BDIA's own "
+      "decoder), fixed-point, optimize, hybrid (decoded with DDIM)", "METHOD" },
+    { "keep-detail", 0, 0, G_OPTION_ARG_NONE, &keep_detail,
+      "Score what the GIMP plug-in shows, source + (edit - reconstruction), instead of the "
+      "edit itself (the same for an exact bdia latent)", NULL },
+    { "ddim-decoder", 0, 0, G_OPTION_ARG_NONE, &ddim_decoder,
+      "Decode and edit bdia latents with DDIM from their first state (use with "
+      "--keep-detail)", NULL },
+    { "batch", 0, 0, G_OPTION_ARG_INT, &batch,
+      "Images per model call (default 25; inversions other than ddim run one by one)", "B" },
     { "samples-png", 0, 0, G_OPTION_ARG_FILENAME, &samples_png,
       "Also write a grid: one row per direction (and strength) of source/edit pairs", "FILE" },
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "No progress on stderr", NULL },
@@ -483,6 +613,13 @@ cli_cmd_eval_edit (int argc, char **argv)
   if (strength && !cli_parse_strengths (strength, strengths, &error))
     return cli_usage_error (CMD, "--strength: %s", error->message);
 
+  DdimInversionMethod inversion = DDIM_METHOD_DDIM;
+  if (method && !ddim_inversion_method_from_string (method, &inversion, &error))
+    return cli_usage_error (CMD, "--method: %s", error->message);
+  if (inversion == DDIM_METHOD_EDICT || inversion == DDIM_METHOD_ENCODER)
+    return cli_usage_error (CMD, "--method %s is not supported here (EDICT has no edit "
+                            "decoder; the encoder needs its own folder)", method);
+
   g_autoptr (DdimModel) model = cli_load_model (CMD, argv[1], &rc);
   if (model == NULL)
     return rc;
@@ -512,6 +649,10 @@ cli_cmd_eval_edit (int argc, char **argv)
   job.per_class = per_class;
   job.t_edit = t_edit;
   job.batch = batch;
+  job.method = inversion;
+  job.keep_detail = keep_detail;
+  job.ddim_decoder = ddim_decoder;
+  ddim_exact_options_init (&job.exact);
   ddim_run_options_init (&job.run, model->schedule);
   job.run.steps = steps;
   ddim_edit_score_init (&job.baseline, DDIM_EDIT_SCORE_THRESHOLD, DDIM_EDIT_SCORE_DILATE);
@@ -537,9 +678,9 @@ cli_cmd_eval_edit (int argc, char **argv)
         }
       if (!quiet)
         fprintf (stderr, "ddim %s: %d direction%s x %d strength%s, %d images each (%d distinct "
-                 "sources), %d steps\n", CMD, job.n_targets, job.n_targets == 1 ? "" : "s",
+                 "sources), %d steps, method %s\n", CMD, job.n_targets, job.n_targets == 1 ? "" : "s",
                  job.n_strengths, job.n_strengths == 1 ? "" : "s", per_class, job.n_sources,
-                 steps);
+                 steps, ddim_inversion_method_to_string (inversion));
       rc = cli_run_job (CMD, CMD, eval_job, &job, quiet);
     }
   if (rc == CLI_EXIT_OK)

@@ -102,6 +102,8 @@ ddim_reverse_run (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int he
         {
           if (!ddim_unet_forward (unet, x, n, height, width, tbuf, out, error))
             return FALSE;
+          if (hooks && hooks->stats)
+            hooks->stats->model_evals++;
         }
       else
         {
@@ -112,6 +114,11 @@ ddim_reverse_run (DdimUNet *unet, const DdimSchedule *s, float *x, int n, int he
           ShiftClosure cl = { hooks, i, t };
           ddim_unet_run_pair (unet, x, n, height, width, tbuf, shifted ? shift_cb : NULL, &cl,
                               observe ? hbuf : NULL, out, shifted ? out_shift : NULL);
+          if (hooks->stats)
+            {
+              hooks->stats->model_evals++;
+              hooks->stats->shifted_decoders += shifted;
+            }
           if (observe)
             hooks->observe (i, t, hbuf, hcount, hooks->data);
         }

@@ -9,6 +9,7 @@
  * the encoder half running once for both (ddim_unet_run_pair). */
 #pragma once
 
+#include "ddim/edit.h"
 #include "ddim/sampler.h"
 
 G_BEGIN_DECLS
@@ -27,6 +28,8 @@ typedef struct {
   gpointer data;
   /* > 0: stop after this many steps (x is then x_t, not x_0). */
   int      max_steps;
+  /* When set, the model calls are added to it. */
+  DdimEditStats *stats;
 } DdimReverseHooks;
 
 /* x: in x_T [n, C, H, W], out x_0. Uses @options' steps, spacing,
@@ -38,6 +41,21 @@ gboolean ddim_reverse_run (DdimUNet *unet, const DdimSchedule *schedule, float *
                            int height, int width, const DdimRunOptions *options,
                            const DdimReverseHooks *hooks, int progress_done, int progress_total,
                            GError **error);
+
+/* The same with BDIA's bidirectional decoder (ddim/exact.h,
+ * ddim_edit_bdia): x in z_T, @z_pair the second states, both [n, C, H, W];
+ * out x_0. Shifted steps are Asyrp's asymmetric D in both of BDIA's DDIM
+ * updates. @before gets a zeroed buffer of n*C*H*W floats at each step
+ * with a model call (step >= 1); what it leaves there is added to both
+ * states of the pair. observe, wants_h and max_steps are not supported
+ * (must be NULL/0); clip_sample and trajectory are ignored. The states are
+ * kept in double and, with no hook acting, the arithmetic is
+ * ddim_decode_bdia's. Progress: (progress_done + i, progress_total or
+ * steps - 1) after decoding step i. */
+gboolean ddim_reverse_run_bdia (DdimUNet *unet, const DdimSchedule *schedule, float *x,
+                                const float *z_pair, int n, int height, int width, double gamma,
+                                const DdimRunOptions *options, const DdimReverseHooks *hooks,
+                                int progress_done, int progress_total, GError **error);
 
 /* Checks the model can run DDIM (in == out channels) at that size. */
 gboolean ddim_reverse_check (DdimUNet *unet, int height, int width, GError **error);
