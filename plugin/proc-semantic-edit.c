@@ -32,9 +32,14 @@
 static void
 edit_add_arguments (GimpProcedure *procedure)
 {
+  /* The library's edit defaults (issue #16: plain DDIM at 20 steps, the
+   * edit decoded alone: 40 model evaluations for the embedded model's
+   * measured 85.7% class-edit success, where 50 steps and a
+   * reconstruction took 150). */
+  DdimEditDefaults defaults;
+  ddim_edit_defaults (&defaults);
   ddim_plugin_add_model_argument (procedure);
-  ddim_plugin_add_inversion_arguments (procedure, DDIM_PLUGIN_DECODE_METHOD_DEFAULT,
-                                       DDIM_PLUGIN_DECODE_STEPS_DEFAULT);
+  ddim_plugin_add_inversion_arguments (procedure, defaults.method, defaults.steps);
   gimp_procedure_add_string_argument (procedure, "direction", _("_Direction"),
       _("A direction of the model: a name in its directions.safetensors or among the "
         "directions you made for it (Discover directions…, Fit direction from layers…), or "
