@@ -6,6 +6,8 @@
 
 #include "ddim-plugin.h"
 
+#include <math.h>
+
 gboolean
 ddim_plugin_get_region (GimpLayer *layer, gboolean use_selection, int *x, int *y, int *width,
                         int *height, gboolean *partial, GError **error)
@@ -122,8 +124,19 @@ ddim_plugin_invert (const DdimInvertSettings *settings, const float *x0, int mw,
 char *
 ddim_plugin_pixels_checksum (const float *rgba, int width, int height)
 {
-  return g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) rgba,
-                                      sizeof (float) * 4 * (gsize) width * height);
+  /* Over the pixels rounded to 1/65535 (every 8- and 16-bit value lies
+   * exactly on that grid): babl chooses its conversion paths by timing them
+   * at run time, so two reads of the same 8-bit layer as float can differ
+   * in the last bit (seen: 1/255 as 0.0039215684 and 0.0039215689). */
+  gsize n = 4 * (gsize) width * height;
+  g_autofree gint32 *grid = g_new (gint32, n);
+  for (gsize i = 0; i < n; i++)
+    {
+      double v = isfinite (rgba[i]) ? rgba[i] * 65535.0 : 0.0;
+      grid[i] = (gint32) lrint (CLAMP (v, -1073741824.0, 1073741824.0));
+    }
+  return g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) grid,
+                                      sizeof (gint32) * n);
 }
 
 gboolean

@@ -4,7 +4,7 @@
 ;; resblock up/down), used as it is, without conversion. An RGB pattern
 ;; inverted at its own size (40x24) with the exactly invertible methods is
 ;; reconstructed to a high PSNR (random fixture weights: plain DDIM is only
-;; run); a semantic edit with PCA directions made by the CLI (the fixture has
+;; run); a semantic edit keeping the detail (result "detail") with PCA directions made by the CLI (the fixture has
 ;; no directions file), through an elliptic selection: strength 0 gives the
 ;; original exactly, an edit changes the inside and leaves every pixel
 ;; outside bit-identical.
@@ -46,7 +46,7 @@
 (define (edit direction strength)
   (plug-in-ddim-semantic-edit #:run-mode RUN-NONINTERACTIVE #:image img2
     #:drawables (vector photo2) #:model-folder adm #:steps 6 #:resize "fit"
-    #:direction direction #:strength strength))
+    #:direction direction #:strength strength #:result "detail"))
 
 (define zero (edit (string-append dirs "#pca-1") 0.0))
 (check (equal? (size zero) '(24 16)) "edit layer: the selection's bounds")

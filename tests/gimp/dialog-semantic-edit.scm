@@ -7,7 +7,7 @@
 ;; last values (sneaker), and Cancel leaves the image as it was.
 ;; needs: default-model
 ;; pre: cp "$DEFAULT_MODEL/samples/fashion-mnist-test-006.png" coat.png
-;; ui: title="Semantic edit" "has-item=Model:fashion-mnist-32 (comes with the plug-in)" "has-item=Model:Other folder…" "current=Model:fashion-mnist-32" "has-item=Direction:sneaker — toward sneaker" "has-item=Direction:pca-1 — principal component 1" value=Strength:1.0 current=Result:model "value=Quality (steps):50" collapsed=Advanced has=Preview select=Direction:sneaker preview "shot=$SHOTS/semantic-edit.png" press=OK
+;; ui: title="Semantic edit" "has-item=Model:fashion-mnist-32 (comes with the plug-in)" "has-item=Model:Other folder…" "current=Model:fashion-mnist-32" "has-item=Direction:sneaker — toward sneaker" "has-item=Direction:pca-1 — principal component 1" value=Strength:1.0 current=Result:model "value=Quality (steps):20" collapsed=Advanced has=Preview select=Direction:sneaker preview "shot=$SHOTS/semantic-edit.png" press=OK
 ;; ui: title="Semantic edit" current=Direction:sneaker value=Strength:1.0 press=Cancel
 ;; post: "$CHECK" classify edit.png "$DEFAULT_MODEL/../fashion-mnist-classifier" --expect sneaker
 ;; post: test -s "$SHOTS/semantic-edit.png"
