@@ -75,6 +75,13 @@ char *cli_default_model_dir (GError **error);
 gboolean cli_model_argument (const char *cmd, int n_after, int *argc, char ***argv, GStrv *owned,
                              int *exit_code);
 
+/* The commands that take options and MODEL alone: parses the options,
+ * inserts the default model when MODEL is left out and refuses further
+ * arguments; afterwards (*argv)[1] is the model folder. Returns FALSE with
+ * *exit_code set (the error reported) when the command should stop. */
+gboolean cli_parse_model_only (GOptionContext *context, const char *cmd, int *argc, char ***argv,
+                               GStrv *owned, int *exit_code);
+
 /* Loads a model folder, with the error already reported on failure. */
 DdimModel *cli_load_model (const char *cmd, const char *folder, int *exit_code);
 

@@ -595,13 +595,9 @@ cli_cmd_eval_edit (int argc, char **argv)
       "average.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   int rc;
-  if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
-    return rc;
   g_auto (GStrv) args = NULL;
-  if (!cli_model_argument (CMD, 0, &argc, &argv, &args, &rc))
+  if (!cli_parse_model_only (ctx, CMD, &argc, &argv, &args, &rc))
     return rc;
-  if (argc != 2)
-    return cli_usage_error (CMD, "too many arguments");
   if (classifier_dir == NULL)
     return cli_usage_error (CMD, "missing --classifier DIR (e.g. models/fashion-mnist-classifier)");
   if (!cli_check_range (CMD, "--per-class", per_class, 1, 100000, &rc)

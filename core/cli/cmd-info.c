@@ -233,13 +233,9 @@ cli_cmd_info (int argc, char **argv)
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   int rc;
-  if (!cli_parse_options (ctx, CMD, &argc, &argv, &rc))
-    return rc;
   g_auto (GStrv) args = NULL;
-  if (!cli_model_argument (CMD, 0, &argc, &argv, &args, &rc))
+  if (!cli_parse_model_only (ctx, CMD, &argc, &argv, &args, &rc))
     return rc;
-  if (argc != 2)
-    return cli_usage_error (CMD, "too many arguments");
 
   g_autoptr (DdimModel) model = cli_load_model (CMD, argv[1], &rc);
   if (model == NULL)

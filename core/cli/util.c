@@ -153,6 +153,20 @@ cli_model_argument (const char *cmd, int n_after, int *argc, char ***argv, GStrv
   return TRUE;
 }
 
+gboolean
+cli_parse_model_only (GOptionContext *context, const char *cmd, int *argc, char ***argv,
+                      GStrv *owned, int *exit_code)
+{
+  if (!cli_parse_options (context, cmd, argc, argv, exit_code)
+      || !cli_model_argument (cmd, 0, argc, argv, owned, exit_code))
+    return FALSE;
+  if (*argc != 2)
+    {
+      *exit_code = cli_usage_error (cmd, "too many arguments");
+      return FALSE;
+    }
+  return TRUE;
+}
 
 DdimModel *
 cli_load_model (const char *cmd, const char *folder, int *exit_code)
