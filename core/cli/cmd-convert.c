@@ -16,7 +16,7 @@
 #include "ddim/safetensors.h"
 
 #define CMD "convert"
-#define WEIGHTS_NAME "diffusion_pytorch_model.safetensors"
+#define WEIGHTS_NAME DDIM_MODEL_WEIGHTS_FILE
 #define SCHEDULER_DIR "scheduler"
 #define SCHEDULER_NAME "scheduler_config.json"
 
@@ -62,44 +62,6 @@ remove_own_tree (const char *dir)
   g_autofree char *sd = g_build_filename (dir, SCHEDULER_DIR, NULL);
   g_rmdir (sd);
   g_rmdir (dir);
-}
-
-static gboolean
-write_text (const char *dir, const char *name, const char *text, GError **error)
-{
-  g_autofree char *path = g_build_filename (dir, name, NULL);
-  g_autoptr (GError) local = NULL;
-  if (!g_file_set_contents (path, text, -1, &local))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot write %s: %s", path,
-                   local->message);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static gboolean
-write_weights (DdimModel *model, gboolean f16, const char *path, GError **error)
-{
-  g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
-  /* diffusers writes "format": "pt" into its safetensors files. */
-  ddim_safetensors_writer_add_metadata (w, "format", "pt");
-  ddim_safetensors_writer_add_metadata (w, "converted_from_sha256", model->weights_sha256);
-  ddim_safetensors_writer_add_metadata (w, "converted_from_family",
-                                        ddim_model_family_name (model->family));
-  guint n = ddim_unet_get_n_tensors (model->unet);
-  for (guint i = 0; i < n; i++)
-    {
-      int ndim = 0;
-      gint64 shape[4];
-      float *data = NULL;
-      const char *name = ddim_unet_get_tensor (model->unet, i, &ndim, shape, &data);
-      if (f16)
-        ddim_safetensors_writer_add_f16 (w, name, ndim, shape, data);
-      else
-        ddim_safetensors_writer_add_f32 (w, name, ndim, shape, data);
-    }
-  return ddim_safetensors_writer_save (w, path, error);
 }
 
 /* MODEL/directions.safetensors, if any, for the converted weights: the
@@ -192,22 +154,15 @@ static gboolean
 write_folder (DdimModel *model, gboolean f16, const char *dir, int *n_directions,
               GError **error)
 {
-  g_autofree char *config = ddim_unet_config_to_json (ddim_unet_get_config (model->unet));
-  g_autofree char *schedule = ddim_schedule_to_json (model->schedule);
-  g_autofree char *sdir = g_build_filename (dir, SCHEDULER_DIR, NULL);
+  const char *metadata[] = {
+    "converted_from_sha256", model->weights_sha256,
+    "converted_from_family", ddim_model_family_name (model->family),
+    NULL,
+  };
+  if (!ddim_model_write_files (dir, model->unet, ddim_unet_get_config (model->unet),
+                               model->schedule, f16, metadata, error))
+    return FALSE;
   g_autofree char *weights = g_build_filename (dir, WEIGHTS_NAME, NULL);
-  if (!write_text (dir, "config.json", config, error))
-    return FALSE;
-  if (g_mkdir (sdir, 0777) != 0)
-    {
-      int e = errno;
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot create %s: %s", sdir,
-                   g_strerror (e));
-      return FALSE;
-    }
-  if (!write_text (sdir, SCHEDULER_NAME, schedule, error)
-      || !write_weights (model, f16, weights, error))
-    return FALSE;
   g_autofree char *sha = ddim_file_sha256 (weights, error);
   if (sha == NULL)
     return FALSE;

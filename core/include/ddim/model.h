@@ -72,6 +72,21 @@ gboolean   ddim_adm_flags_parse (const char *text, gsize length, DdimUNetConfig 
                                  DdimSchedule **schedule, gboolean *new_attention_order,
                                  GError **error);
 
+/* The weights file of a diffusers folder as this library writes it. */
+#define DDIM_MODEL_WEIGHTS_FILE "diffusion_pytorch_model.safetensors"
+
+/* Writes a diffusers model folder's files into @dir (an existing, empty
+ * folder): config.json (ddim_unet_config_to_json of @config),
+ * DDIM_MODEL_WEIGHTS_FILE (every parameter of @unet under its diffusers
+ * name, sorted by name as safetensors' torch writer orders them, F32 or,
+ * with @f16, F16; metadata "format": "pt" and the NULL-terminated
+ * key, value pairs of @metadata, which may be NULL) and
+ * scheduler/scheduler_config.json (ddim_schedule_to_json). Not atomic by
+ * itself: callers write into a temporary folder and rename it. */
+gboolean   ddim_model_write_files (const char *dir, DdimUNet *unet, const DdimUNetConfig *config,
+                                   const DdimSchedule *schedule, gboolean f16,
+                                   const char *const *metadata, GError **error);
+
 /* Hex SHA-256 of a file's contents (streamed). */
 char      *ddim_file_sha256 (const char *path, GError **error);
 

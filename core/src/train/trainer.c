@@ -16,6 +16,7 @@
 #include <cblas.h>
 
 #include "ddim/error.h"
+#include "ddim/model.h"
 #include "ddim/safetensors.h"
 #include "ddim/sampler.h"
 #include "ddim/train.h"
@@ -23,7 +24,7 @@
 #define CHECKPOINT_FORMAT "ddim-train-checkpoint"
 #define CHECKPOINT_VERSION "1"
 #define CSV_HEADER "step,loss,lr,grad_norm,seconds\n"
-#define WEIGHTS_NAME "diffusion_pytorch_model.safetensors"
+#define WEIGHTS_NAME DDIM_MODEL_WEIGHTS_FILE
 
 /* Streams of random draws. */
 enum {
@@ -1224,71 +1225,6 @@ ddim_train_check_output_dir (const char *out_dir, GError **error)
   return TRUE;
 }
 
-static gboolean
-write_text (const char *dir, const char *name, const char *text, GError **error)
-{
-  g_autofree char *path = g_build_filename (dir, name, NULL);
-  g_autoptr (GError) local = NULL;
-  if (!g_file_set_contents (path, text, -1, &local))
-    {
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot write %s: %s", path,
-                   local->message);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static int
-compare_names (gconstpointer a, gconstpointer b, gpointer data)
-{
-  DdimUNet *u = data;
-  return strcmp (ddim_unet_get_tensor (u, *(const guint *) a, NULL, NULL, NULL),
-                 ddim_unet_get_tensor (u, *(const guint *) b, NULL, NULL, NULL));
-}
-
-/* Fills @dir (an empty folder) with the model files. */
-static gboolean
-write_model_files (DdimTrainer *tr, const char *dir, DdimUNet *u, gboolean f16, GError **error)
-{
-  g_autofree char *config = ddim_unet_config_to_json (&tr->config);
-  g_autofree char *sched = ddim_schedule_to_json (tr->schedule);
-  if (!write_text (dir, "config.json", config, error))
-    return FALSE;
-
-  guint n = ddim_unet_get_n_tensors (u);
-  g_autoptr (GArray) sorted = g_array_sized_new (FALSE, FALSE, sizeof (guint), n);
-  for (guint i = 0; i < n; i++)
-    g_array_append_val (sorted, i);
-  g_array_sort_with_data (sorted, compare_names, u);
-  const guint *order = (const guint *) (gpointer) sorted->data;
-  g_autoptr (DdimSafetensorsWriter) w = ddim_safetensors_writer_new ();
-  for (guint i = 0; i < n; i++)
-    {
-      int ndim;
-      gint64 shape[4];
-      float *data;
-      const char *name = ddim_unet_get_tensor (u, order[i], &ndim, shape, &data);
-      if (f16)
-        ddim_safetensors_writer_add_f16 (w, name, ndim, shape, data);
-      else
-        ddim_safetensors_writer_add_f32 (w, name, ndim, shape, data);
-    }
-  ddim_safetensors_writer_add_metadata (w, "format", "pt");
-  g_autofree char *weights = g_build_filename (dir, WEIGHTS_NAME, NULL);
-  if (!ddim_safetensors_writer_save (w, weights, error))
-    return FALSE;
-
-  g_autofree char *sdir = g_build_filename (dir, "scheduler", NULL);
-  if (g_mkdir (sdir, 0777) != 0)
-    {
-      int e = errno;
-      g_set_error (error, DDIM_ERROR, DDIM_ERROR_IO, "cannot create %s: %s", sdir,
-                   g_strerror (e));
-      return FALSE;
-    }
-  return write_text (sdir, "scheduler_config.json", sched, error);
-}
-
 gboolean
 ddim_trainer_save_model (DdimTrainer *tr, const char *out_dir, gboolean use_ema, gboolean f16,
                          GError **error)
@@ -1309,7 +1245,8 @@ ddim_trainer_save_model (DdimTrainer *tr, const char *out_dir, gboolean use_ema,
                    out_dir, parent, g_strerror (e));
       return FALSE;
     }
-  if (!write_model_files (tr, tmp, use_ema ? tr->ema : tr->unet, f16, error))
+  if (!ddim_model_write_files (tmp, use_ema ? tr->ema : tr->unet, &tr->config, tr->schedule,
+                               f16, NULL, error))
     {
       remove_model_tree (tmp);
       return FALSE;
