@@ -14,9 +14,9 @@
  * 0, +-sqrt(2), +-sqrt(2)/2, which keeps the float32 error about half that
  * of the textbook 0, +-1, +-2 set (docs/fast-conv-notes.md: 1.0-1.5e-6
  * relative against 2-3e-6). */
-#include <cblas.h>
 #include <string.h>
 
+#include "ops/packed-gemm.h"
 #include "ops/parallel.h"
 #include "ops/winograd.h"
 
@@ -188,26 +188,36 @@ typedef struct {
   int             tiles_y, tiles_x;
   int             row0, rows;   /* the chunk: global tile rows (over the batch) */
   int             nt;           /* tiles in the chunk */
+  int             nt_pad;       /* ... rounded up to B's panels */
+  int             cout_pad;     /* cout rounded up to A's panels */
+  gsize           us;           /* floats of U per position */
   gboolean        accumulate;
 } Job;
 
-/* U[xi][co * cin + ci] = (G g G^T)[xi], pairs [begin, end) in blocks. */
+/* U[xi] = (G g G^T)[xi], packed (ddim_packed_a_index) over rows cout
+ * rounded up to the panel height, the padding rows zero: element q of U[xi]
+ * for q in [begin, end), in blocks. */
 static void
 weights_range (gsize begin, gsize end, gpointer data)
 {
   const Job *j = data;
   const WinoSpec *s = j->s;
-  int a = s->a;
-  gsize us = (gsize) j->cout * j->cin;
+  int a = s->a, cin = j->cin;
+  gsize us = j->us, panel = (gsize) cin * DDIM_PACKED_MR;
   float *g = g_new (float, 9 * PAIR_BLOCK + 3 * a * PAIR_BLOCK);
   float *tmp = g + 9 * PAIR_BLOCK;
   for (gsize p0 = begin; p0 < end; p0 += PAIR_BLOCK)
     {
       int len = (int) MIN (PAIR_BLOCK, end - p0);
-      const float *wp = j->weight + p0 * 9;
       for (int t = 0; t < len; t++)
-        for (int kk = 0; kk < 9; kk++)
-          g[kk * PAIR_BLOCK + t] = wp[t * 9 + kk];
+        {
+          gsize q = p0 + t, rem = q % panel;
+          int co = (int) (q / panel) * DDIM_PACKED_MR + (int) (rem % DDIM_PACKED_MR);
+          int ci = (int) (rem / DDIM_PACKED_MR);
+          const float *wp = j->weight + ((gsize) co * cin + ci) * 9;
+          for (int kk = 0; kk < 9; kk++)
+            g[kk * PAIR_BLOCK + t] = co < j->cout ? wp[kk] : 0.f;
+        }
       /* tmp[i][kx] = sum_ky G[i][ky] g[ky][kx]; U[i][jj] = sum_kx G[jj][kx] tmp[i][kx] */
       for (int kx = 0; kx < 3; kx++)
         s->g (g + kx * PAIR_BLOCK, 3 * PAIR_BLOCK, tmp + kx * PAIR_BLOCK, 3 * PAIR_BLOCK, len);
@@ -217,15 +227,19 @@ weights_range (gsize begin, gsize end, gpointer data)
   g_free (g);
 }
 
-/* V[xi][ci][T] for input channels [begin, end) over the chunk's tiles T. */
+/* V[xi] for input channels [begin, end) over the chunk's tiles, packed
+ * (ddim_packed_b_index) over the tiles rounded up to the panel width, the
+ * padding tiles zero. */
 static void
 input_range (gsize begin, gsize end, gpointer data)
 {
   const Job *j = data;
   const WinoSpec *s = j->s;
-  int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
-  gsize vs = (gsize) j->cin * nt;
-  float *hb = g_new (float, (gsize) a * a * nt);
+  int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, ntp = j->nt_pad, w = j->w, h = j->h;
+  int cin = j->cin;
+  gsize vs = (gsize) cin * ntp;
+  /* hb[r][k][T], T up to the padded count; the padding stays zero. */
+  float *hb = g_new0 (float, (gsize) a * a * ntp);
   float edge[8];
   for (gsize ci = begin; ci < end; ci++)
     {
@@ -235,15 +249,15 @@ input_range (gsize begin, gsize end, gpointer data)
         {
           int grow = j->row0 + rr;
           int b = grow / j->tiles_y, ty = grow % j->tiles_y;
-          const float *plane = j->x + ((gsize) b * j->cin + ci) * h * w;
+          const float *plane = j->x + ((gsize) b * cin + ci) * h * w;
           for (int r = 0; r < a; r++)
             {
               int iy = ty * m - 1 + r;
-              float *dst = hb + (gsize) r * a * nt + (gsize) rr * tx;
+              float *dst = hb + (gsize) r * a * ntp + (gsize) rr * tx;
               if (iy < 0 || iy >= h)
                 {
                   for (int k = 0; k < a; k++)
-                    memset (dst + (gsize) k * nt, 0, sizeof (float) * tx);
+                    memset (dst + (gsize) k * ntp, 0, sizeof (float) * tx);
                   continue;
                 }
               /* Tiles 1 .. (w-1)/m - 1 lie inside the row: read in place. The
@@ -251,7 +265,7 @@ input_range (gsize begin, gsize end, gpointer data)
               const float *src = plane + (gsize) iy * w;
               int inner_end = MAX ((w - 1) / m, 1);
               if (inner_end > 1)
-                s->bt_h (src + m - 1, 1, dst + 1, nt, inner_end - 1);
+                s->bt_h (src + m - 1, 1, dst + 1, ntp, inner_end - 1);
               for (int t = 0; t < tx; t = (t == 0 ? inner_end : t + 1))
                 {
                   for (int xk = 0; xk < a; xk++)
@@ -259,14 +273,16 @@ input_range (gsize begin, gsize end, gpointer data)
                       int ix = t * m - 1 + xk;
                       edge[xk] = ix >= 0 && ix < w ? src[ix] : 0.f;
                     }
-                  s->bt_h (edge, 1, dst + t, nt, 1);
+                  s->bt_h (edge, 1, dst + t, ntp, 1);
                 }
             }
         }
-      /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
+      /* V[jj][k] = sum_r B^T[jj][r] hb[r][k], one panel of tiles at a time. */
       for (int k = 0; k < a; k++)
-        s->bt_v (hb + (gsize) k * nt, (gsize) a * nt, j->v + (gsize) k * vs + ci * nt,
-                 (gsize) a * vs, nt);
+        for (int t0 = 0; t0 < nt; t0 += DDIM_PACKED_NR)
+          s->bt_v (hb + (gsize) k * ntp + t0, (gsize) a * ntp,
+                   j->v + (gsize) k * vs + ddim_packed_b_index ((int) ci, t0, cin),
+                   (gsize) a * vs, DDIM_PACKED_NR);
     }
   g_free (hb);
 }
@@ -276,10 +292,10 @@ static void
 gemm_range (gsize begin, gsize end, gpointer data)
 {
   const Job *j = data;
-  gsize us = (gsize) j->cout * j->cin, vs = (gsize) j->cin * j->nt, ms = (gsize) j->cout * j->nt;
+  gsize vs = (gsize) j->cin * j->nt_pad, ms = (gsize) j->cout_pad * j->nt_pad;
   for (gsize xi = begin; xi < end; xi++)
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, j->cout, j->nt, j->cin, 1.f,
-                 j->u + xi * us, j->cin, j->v + xi * vs, j->nt, 0.f, j->mm + xi * ms, j->nt);
+    ddim_packed_gemm (j->cout, j->nt, j->cin, j->u + xi * j->us, j->v + xi * vs,
+                      j->mm + xi * ms, j->nt_pad);
 }
 
 /* Output channels [begin, end): y (+)= A^T M A over the chunk's tiles. */
@@ -289,14 +305,14 @@ output_range (gsize begin, gsize end, gpointer data)
   const Job *j = data;
   const WinoSpec *s = j->s;
   int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
-  gsize ms = (gsize) j->cout * nt;
+  gsize ntp = j->nt_pad, ms = (gsize) j->cout_pad * ntp;
   float *sb = g_new (float, (gsize) m * a * nt + (gsize) tx * m);
   float *orow = sb + (gsize) m * a * nt;
   for (gsize co = begin; co < end; co++)
     {
       /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k] */
       for (int k = 0; k < a; k++)
-        s->at_v (j->mm + (gsize) k * ms + co * nt, (gsize) a * ms, sb + (gsize) k * nt,
+        s->at_v (j->mm + (gsize) k * ms + co * ntp, (gsize) a * ms, sb + (gsize) k * nt,
                  (gsize) a * nt, nt);
       float bv = j->bias ? j->bias[co] : 0.f;
       for (int rr = 0; rr < j->rows; rr++)
@@ -340,27 +356,28 @@ ddim_winograd_conv3x3 (const float *x, int n, int cin, int h, int w, const float
   int total_rows = n * tiles_y;
   gsize per_row = (gsize) a * a * MAX (cin, cout) * tiles_x;
   int chunk_rows = (int) CLAMP (CHUNK_V_FLOATS / per_row, 1, (gsize) total_rows);
-  gsize max_nt = (gsize) chunk_rows * tiles_x;
+  gsize max_nt = ddim_packed_round ((gsize) chunk_rows * tiles_x, DDIM_PACKED_NR);
   DdimParallel *par = arena->parallel;
 
   gsize mark = ddim_arena_mark (arena);
   Job job = { s, x, weight, bias, y, NULL, NULL, NULL, n, cin, cout, h, w, tiles_y, tiles_x,
-              0, 0, 0, accumulate };
-  job.u = ddim_arena_alloc (arena, (gsize) a * a * cout * cin);
+              0, 0, 0, 0, 0, 0, accumulate };
+  job.cout_pad = (int) ddim_packed_round (cout, DDIM_PACKED_MR);
+  job.us = (gsize) job.cout_pad * cin;
+  job.u = ddim_arena_alloc (arena, (gsize) a * a * job.us);
   job.v = ddim_arena_alloc (arena, (gsize) a * a * cin * max_nt);
-  job.mm = ddim_arena_alloc (arena, (gsize) a * a * cout * max_nt);
-  ddim_parallel_for (par, (gsize) cout * cin, 4 * PAIR_BLOCK, weights_range, &job);
+  job.mm = ddim_arena_alloc (arena, (gsize) a * a * job.cout_pad * max_nt);
+  ddim_parallel_for (par, job.us, 4 * PAIR_BLOCK, weights_range, &job);
 
-  ddim_parallel_blas_begin (par);
   for (int row0 = 0; row0 < total_rows; row0 += chunk_rows)
     {
       job.row0 = row0;
       job.rows = MIN (chunk_rows, total_rows - row0);
       job.nt = job.rows * tiles_x;
+      job.nt_pad = (int) ddim_packed_round (job.nt, DDIM_PACKED_NR);
       ddim_parallel_for (par, cin, 1, input_range, &job);
       ddim_parallel_for (par, (gsize) a * a, 1, gemm_range, &job);
       ddim_parallel_for (par, cout, 1, output_range, &job);
     }
-  ddim_parallel_blas_end (par);
   ddim_arena_release (arena, mark);
 }
