@@ -12,6 +12,7 @@
 #include "ddim/unet.h"
 #include "model/unet-private.h"
 #include "ops/ops.h"
+#include "ops/packed-gemm.h"
 #include "ops/parallel.h"
 #include "ops/winograd.h"
 
@@ -137,7 +138,56 @@ static const Shape shapes[] = {
   { 2, 24, 48, 16, 16, 2 },
   { 1, 8, 5, 7, 9, 4 },       /* smaller than one chunk row of anything */
   { 4, 20, 20, 5, 6, 2 },
+  { 1, 24, 110, 36, 33, 4 },  /* several blocks of output channels, a partial last one */
+  { 2, 16, 250, 17, 16, 2 },
 };
+
+/* The packed GEMM, both register blocks, against a double product: sizes
+ * that are not multiples of the panels, k = 0, and every padded row and
+ * column written. */
+static void
+test_packed_gemm (void)
+{
+  static const int sizes[][3] = { { 12, 32, 64 }, { 25, 70, 9 }, { 1, 1, 1 }, { 13, 33, 0 },
+                                  { 40, 5, 300 } };
+  GRand *r = g_rand_new_with_seed (7);
+  for (guint si = 0; si < G_N_ELEMENTS (sizes); si++)
+    for (int portable = 0; portable <= 1; portable++)
+      {
+        int m = sizes[si][0], n = sizes[si][1], k = sizes[si][2];
+        int mp = (int) ddim_packed_round (m, DDIM_PACKED_MR);
+        int np = (int) ddim_packed_round (n, DDIM_PACKED_NR);
+        gsize ldc = np + 3;
+        float *a = g_new0 (float, (gsize) mp * MAX (k, 1)), *b = g_new0 (float, (gsize) np * MAX (k, 1));
+        float *ad = g_new (float, (gsize) m * MAX (k, 1)), *bd = g_new (float, (gsize) n * MAX (k, 1));
+        float *c = g_new (float, (gsize) mp * ldc);
+        fill (r, ad, (gsize) m * k, -1, 1);
+        fill (r, bd, (gsize) n * k, -1, 1);
+        for (int i = 0; i < m; i++)
+          for (int p = 0; p < k; p++)
+            a[ddim_packed_a_index (i, p, k)] = ad[(gsize) i * k + p];
+        for (int p = 0; p < k; p++)
+          for (int jj = 0; jj < n; jj++)
+            b[ddim_packed_b_index (p, jj, k)] = bd[(gsize) p * n + jj];
+        for (gsize i = 0; i < (gsize) mp * ldc; i++)
+          c[i] = NAN;
+        (portable ? ddim_packed_gemm_portable : ddim_packed_gemm) (m, n, k, a, b, c, ldc);
+        for (int i = 0; i < mp; i++)
+          for (int jj = 0; jj < np; jj++)
+            {
+              double ref = 0;
+              for (int p = 0; p < k && i < m && jj < n; p++)
+                ref += (double) ad[(gsize) i * k + p] * bd[(gsize) p * n + jj];
+              g_assert_cmpfloat (fabs (c[(gsize) i * ldc + jj] - ref), <=, 1e-5 * (1 + k));
+            }
+        g_free (a);
+        g_free (b);
+        g_free (ad);
+        g_free (bd);
+        g_free (c);
+      }
+  g_rand_free (r);
+}
 
 static void
 test_layers (void)
@@ -249,6 +299,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/winograd/dispatch", test_dispatch);
+  g_test_add_func ("/winograd/packed-gemm", test_packed_gemm);
   g_test_add_func ("/winograd/layers", test_layers);
   g_test_add_func ("/winograd/chunks", test_chunks);
   g_test_add_func ("/winograd/model-32", test_model_32);

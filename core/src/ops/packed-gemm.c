@@ -79,14 +79,14 @@ pick_kernel (void)
   return kernel_portable;
 }
 
-void
-ddim_packed_gemm (int m, int n, int k, const float *a, const float *b, float *c, gsize ldc)
+static void
+packed_gemm (KernelFunc kernel, int m, int n, int k, const float *a, const float *b, float *c,
+             gsize ldc)
 {
   g_return_if_fail (a != NULL && b != NULL && c != NULL);
   g_return_if_fail (ldc >= ddim_packed_round (MAX (n, 0), NR));
   if (m <= 0 || n <= 0)
     return;
-  KernelFunc kernel = pick_kernel ();
   int mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR;
   /* A's panel (MR x k, at most 24 KiB for k = 512) stays in L1 while B's
    * panels stream past it. */
@@ -106,4 +106,17 @@ ddim_packed_gemm (int m, int n, int k, const float *a, const float *b, float *c,
           kernel (k, ap, b + (gsize) jp * k * NR, cp + (gsize) jp * NR, ldc);
         }
     }
+}
+
+void
+ddim_packed_gemm (int m, int n, int k, const float *a, const float *b, float *c, gsize ldc)
+{
+  packed_gemm (pick_kernel (), m, n, k, a, b, c, ldc);
+}
+
+void
+ddim_packed_gemm_portable (int m, int n, int k, const float *a, const float *b, float *c,
+                           gsize ldc)
+{
+  packed_gemm (kernel_portable, m, n, k, a, b, c, ldc);
 }

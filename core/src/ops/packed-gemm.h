@@ -43,5 +43,9 @@ ddim_packed_b_index (int i, int col, int k)
  * products). One thread; AVX-512 where the CPU has it. */
 void ddim_packed_gemm (int m, int n, int k, const float *a, const float *b, float *c,
                        gsize ldc);
+/* The same with the portable block only (what CPUs without AVX-512 run;
+ * for tests). */
+void ddim_packed_gemm_portable (int m, int n, int k, const float *a, const float *b, float *c,
+                                gsize ldc);
 
 G_END_DECLS

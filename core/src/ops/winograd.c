@@ -1,14 +1,20 @@
-/* Winograd F(m x m, 3 x 3) convolution on top of the BLAS's sgemm.
+/* Winograd F(m x m, 3 x 3) convolution.
  *
- * Per chunk of tile rows (over the whole batch, so small images still give
- * wide GEMMs): the input transform fills V[xi][cin][tiles], alpha^2 GEMMs
- * (spread over the arena's threads, one BLAS thread each) give
- * M[xi][cout][tiles] = U[xi] V[xi], and the output transform scatters the
- * tiles into y. Every transform is written as small matrices applied to
- * rows of tiles, so the inner loops run over contiguous tiles (SIMD). The
- * weights are transformed on each call: the op keeps no state, so nothing
- * can go stale when the weights change (training, fitting), and at the
- * sizes where Winograd is used this costs a few percent of the GEMMs.
+ * The weights are transformed once per call into U[xi][cout][cin], stored
+ * as the packed GEMM's A panels (packed-gemm.h). Then each panel of 32
+ * tiles (numbered over the whole batch) goes from input to output on one
+ * thread: the input transform writes V[xi][cin][32] (one packed B panel
+ * per position), alpha^2 GEMMs per block of output channels give
+ * M[xi][cout][32] = U[xi] V[xi], and the output transform scatters the
+ * tiles into y. The panel's V and M stay in the core's L2, so the threads
+ * do not wait on each other or on the shared cache between the stages (a
+ * version with whole-layer stages and OpenBLAS for the GEMMs spent 12% of
+ * the forward packing operands and its transforms did not scale to two
+ * cores). Every transform is written as small matrices applied to rows of
+ * tiles, so the inner loops run over contiguous tiles (SIMD). The weights
+ * are transformed on each call: the op keeps no state, so nothing can go
+ * stale when the weights change (training, fitting), and at the sizes
+ * where Winograd is used this costs a few percent of the GEMMs.
  *
  * Interpolation points: F(2,3) uses 0, +-1 (Lavin & Gray); F(4,3) uses
  * 0, +-sqrt(2), +-sqrt(2)/2, which keeps the float32 error about half that
@@ -37,6 +43,7 @@
  * Written out with their shared terms; the tile strides are constants in
  * each instance below so the loops vectorise. */
 #define XFORM_LOOP(...) \
+  _Pragma ("GCC ivdep") \
   for (int t = 0; t < len; t++) \
     { \
       const float *restrict i_ = in + (gsize) t * its; \
@@ -167,9 +174,9 @@ typedef struct {
 static const WinoSpec f23 = { 2, 4, f23_bt_h, f23_bt_v, f23_at_v, f23_at_h, f23_g_v };
 static const WinoSpec f43 = { 4, 6, f43_bt_h, f43_bt_v, f43_at_v, f43_at_h, f43_g_v };
 
-/* V floats per chunk (8 MiB): chunks of a few hundred tiles keep the
- * GEMMs efficient while the chunk's buffers stay near the cache. */
-#define CHUNK_V_FLOATS (1u << 21)
+/* M floats per block of output channels (256 KiB): with the panel's V
+ * (alpha^2 x cin x 32 floats, 590 KiB at 128 channels) it stays in L2. */
+#define M_BLOCK_FLOATS (1u << 16)
 /* Weight pairs (cout, cin) transformed per block. */
 #define PAIR_BLOCK 256
 
@@ -183,13 +190,11 @@ ddim_winograd_tile_for (int h, int w)
 typedef struct {
   const WinoSpec *s;
   const float    *x, *weight, *bias;
-  float          *y, *u, *v, *mm;
+  float          *y, *u;
   int             n, cin, cout, h, w;
-  int             tiles_y, tiles_x;
-  int             row0, rows;   /* the chunk: global tile rows (over the batch) */
-  int             nt;           /* tiles in the chunk */
-  int             nt_pad;       /* ... rounded up to B's panels */
+  int             tiles_y, tiles_x, tiles;   /* tiles: over the whole batch */
   int             cout_pad;     /* cout rounded up to A's panels */
+  int             cout_block;   /* output channels per M block, a multiple of MR */
   gsize           us;           /* floats of U per position */
   gboolean        accumulate;
 } Job;
@@ -227,117 +232,140 @@ weights_range (gsize begin, gsize end, gpointer data)
   g_free (g);
 }
 
-/* V[xi] for input channels [begin, end) over the chunk's tiles, packed
- * (ddim_packed_b_index) over the tiles rounded up to the panel width, the
- * padding tiles zero. */
+/* hb[r][k][T - t0] for the tiles T in [t0, t1) of one tile row (@grow, over
+ * the batch) of input channel @ci: each of the a input rows under the
+ * tiles, zero-padded, through the horizontal transform. The row's inner
+ * tiles (1 .. (w-1)/m - 1) are read in place, its edge tiles through a
+ * zero-padded copy. */
 static void
-input_range (gsize begin, gsize end, gpointer data)
+input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld)
 {
-  const Job *j = data;
   const WinoSpec *s = j->s;
-  int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, ntp = j->nt_pad, w = j->w, h = j->h;
-  int cin = j->cin;
-  gsize vs = (gsize) cin * ntp;
-  /* hb[r][k][T], T up to the padded count; the padding stays zero. */
-  float *hb = g_new0 (float, (gsize) a * a * ntp);
+  int a = s->a, m = s->m, w = j->w, h = j->h;
+  int b = grow / j->tiles_y, ty = grow % j->tiles_y;
+  const float *plane = j->x + ((gsize) b * j->cin + ci) * h * w;
+  int inner_end = MAX ((w - 1) / m, 1);
+  int in0 = MAX (t0, 1), in1 = MIN (t1, inner_end);
   float edge[8];
-  for (gsize ci = begin; ci < end; ci++)
+  for (int r = 0; r < a; r++)
     {
-      /* hb[r][k][T] = sum_xk B^T[k][xk] d[r][xk]: each input row of a tile
-       * row, zero-padded, through the horizontal transform. */
-      for (int rr = 0; rr < j->rows; rr++)
+      int iy = ty * m - 1 + r;
+      float *dst = hb + (gsize) r * a * ld;
+      if (iy < 0 || iy >= h)
         {
-          int grow = j->row0 + rr;
-          int b = grow / j->tiles_y, ty = grow % j->tiles_y;
-          const float *plane = j->x + ((gsize) b * cin + ci) * h * w;
-          for (int r = 0; r < a; r++)
-            {
-              int iy = ty * m - 1 + r;
-              float *dst = hb + (gsize) r * a * ntp + (gsize) rr * tx;
-              if (iy < 0 || iy >= h)
-                {
-                  for (int k = 0; k < a; k++)
-                    memset (dst + (gsize) k * ntp, 0, sizeof (float) * tx);
-                  continue;
-                }
-              /* Tiles 1 .. (w-1)/m - 1 lie inside the row: read in place. The
-               * others (left edge, right edge) through a zero-padded copy. */
-              const float *src = plane + (gsize) iy * w;
-              int inner_end = MAX ((w - 1) / m, 1);
-              if (inner_end > 1)
-                s->bt_h (src + m - 1, 1, dst + 1, ntp, inner_end - 1);
-              for (int t = 0; t < tx; t = (t == 0 ? inner_end : t + 1))
-                {
-                  for (int xk = 0; xk < a; xk++)
-                    {
-                      int ix = t * m - 1 + xk;
-                      edge[xk] = ix >= 0 && ix < w ? src[ix] : 0.f;
-                    }
-                  s->bt_h (edge, 1, dst + t, ntp, 1);
-                }
-            }
+          for (int k = 0; k < a; k++)
+            memset (dst + (gsize) k * ld, 0, sizeof (float) * (t1 - t0));
+          continue;
         }
-      /* V[jj][k] = sum_r B^T[jj][r] hb[r][k], one panel of tiles at a time. */
-      for (int k = 0; k < a; k++)
-        for (int t0 = 0; t0 < nt; t0 += DDIM_PACKED_NR)
-          s->bt_v (hb + (gsize) k * ntp + t0, (gsize) a * ntp,
-                   j->v + (gsize) k * vs + ddim_packed_b_index ((int) ci, t0, cin),
-                   (gsize) a * vs, DDIM_PACKED_NR);
+      const float *src = plane + (gsize) iy * w;
+      if (in1 > in0)
+        s->bt_h (src + in0 * m - 1, 1, dst + (in0 - t0), ld, in1 - in0);
+      for (int t = t0; t < t1; t++)
+        {
+          if (t >= in0 && t < in1)
+            t = in1;
+          if (t >= t1)
+            break;
+          for (int xk = 0; xk < a; xk++)
+            {
+              int ix = t * m - 1 + xk;
+              edge[xk] = ix >= 0 && ix < w ? src[ix] : 0.f;
+            }
+          s->bt_h (edge, 1, dst + (t - t0), ld, 1);
+        }
     }
-  g_free (hb);
 }
 
-/* M[xi] = U[xi] V[xi] for positions [begin, end). */
+/* Output channel @co of the tiles [t0, t1) (global numbers, within one
+ * panel starting at @p0) from sb[i][k][T - p0] = (A^T M)[i][k]: y (+)=
+ * A^T M A, row by row of each tile row the range covers. */
 static void
-gemm_range (gsize begin, gsize end, gpointer data)
+output_tiles (const Job *j, int co, const float *sb, int t0, int t1, int p0, float *orow)
 {
-  const Job *j = data;
-  gsize vs = (gsize) j->cin * j->nt_pad, ms = (gsize) j->cout_pad * j->nt_pad;
-  for (gsize xi = begin; xi < end; xi++)
-    ddim_packed_gemm (j->cout, j->nt, j->cin, j->u + xi * j->us, j->v + xi * vs,
-                      j->mm + xi * ms, j->nt_pad);
+  int a = j->s->a, m = j->s->m, tx = j->tiles_x, w = j->w, h = j->h;
+  float bv = j->bias ? j->bias[co] : 0.f;
+  for (int t = t0; t < t1;)
+    {
+      int grow = t / tx, seg_end = MIN (t1, (grow + 1) * tx);
+      int b = grow / j->tiles_y, ty = grow % j->tiles_y, x0 = (t % tx) * m;
+      int count = MIN ((seg_end - t) * m, w - x0);
+      float *plane = j->y + ((gsize) b * j->cout + co) * h * w;
+      for (int i = 0; i < m; i++)
+        {
+          int oy = ty * m + i;
+          if (oy >= h)
+            break;
+          /* Output row oy: x-th output of tile t at t * m + x. */
+          j->s->at_h (sb + (gsize) i * a * DDIM_PACKED_NR + (t - p0), DDIM_PACKED_NR, orow, 1,
+                      seg_end - t);
+          float *dst = plane + (gsize) oy * w + x0;
+          if (j->accumulate)
+            for (int ox = 0; ox < count; ox++)
+              dst[ox] += orow[ox];
+          else
+            for (int ox = 0; ox < count; ox++)
+              dst[ox] = orow[ox] + bv;
+        }
+      t = seg_end;
+    }
 }
 
-/* Output channels [begin, end): y (+)= A^T M A over the chunk's tiles. */
+/* Panels [begin, end) of 32 tiles (numbered over the batch), each from
+ * input to output on one thread, so that its transformed input V (per
+ * position: one packed B panel, cin x 32) and each block of its products M
+ * stay in this core's cache: the input transform, alpha^2 GEMMs per block
+ * of output channels, the output transform. */
 static void
-output_range (gsize begin, gsize end, gpointer data)
+panel_range (gsize begin, gsize end, gpointer data)
 {
   const Job *j = data;
   const WinoSpec *s = j->s;
-  int a = s->a, m = s->m, tx = j->tiles_x, nt = j->nt, w = j->w, h = j->h;
-  gsize ntp = j->nt_pad, ms = (gsize) j->cout_pad * ntp;
-  float *sb = g_new (float, (gsize) m * a * nt + (gsize) tx * m);
-  float *orow = sb + (gsize) m * a * nt;
-  for (gsize co = begin; co < end; co++)
+  int a = s->a, m = s->m, cin = j->cin, tx = j->tiles_x;
+  gsize vs = (gsize) cin * DDIM_PACKED_NR, ms = (gsize) j->cout_block * DDIM_PACKED_NR;
+  gsize n_v = (gsize) a * a * vs, n_m = (gsize) a * a * ms, n_hb = (gsize) a * a * DDIM_PACKED_NR;
+  gsize n_sb = (gsize) m * a * DDIM_PACKED_NR;
+  float *v = g_new (float, n_v + n_m + n_hb + n_sb + (gsize) DDIM_PACKED_NR * m);
+  float *mm = v + n_v, *hb = mm + n_m, *sb = hb + n_hb, *orow = sb + n_sb;
+  for (gsize p = begin; p < end; p++)
     {
-      /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k] */
-      for (int k = 0; k < a; k++)
-        s->at_v (j->mm + (gsize) k * ms + co * ntp, (gsize) a * ms, sb + (gsize) k * nt,
-                 (gsize) a * nt, nt);
-      float bv = j->bias ? j->bias[co] : 0.f;
-      for (int rr = 0; rr < j->rows; rr++)
+      int t0 = (int) p * DDIM_PACKED_NR, t1 = MIN (j->tiles, t0 + DDIM_PACKED_NR);
+      /* hb[r][k][T]: the padding tiles of a last, partial panel zero. */
+      if (t1 - t0 < DDIM_PACKED_NR)
+        memset (hb, 0, sizeof (float) * n_hb);
+      for (int ci = 0; ci < cin; ci++)
         {
-          int grow = j->row0 + rr;
-          int b = grow / j->tiles_y, ty = grow % j->tiles_y;
-          float *plane = j->y + ((gsize) b * j->cout + co) * h * w;
-          for (int i = 0; i < m; i++)
+          for (int t = t0; t < t1;)
             {
-              int oy = ty * m + i;
-              if (oy >= h)
-                break;
-              /* Output row oy: x-th output of tile t at t * m + x. */
-              s->at_h (sb + (gsize) i * a * nt + (gsize) rr * tx, nt, orow, 1, tx);
-              float *dst = plane + (gsize) oy * w;
-              if (j->accumulate)
-                for (int ox = 0; ox < w; ox++)
-                  dst[ox] += orow[ox];
-              else
-                for (int ox = 0; ox < w; ox++)
-                  dst[ox] = orow[ox] + bv;
+              int row = t / tx, seg_end = MIN (t1, (row + 1) * tx);
+              input_rows (j, ci, row, t % tx, t % tx + (seg_end - t), hb + (t - t0),
+                          DDIM_PACKED_NR);
+              t = seg_end;
+            }
+          /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
+          for (int k = 0; k < a; k++)
+            s->bt_v (hb + (gsize) k * DDIM_PACKED_NR, (gsize) a * DDIM_PACKED_NR,
+                     v + (gsize) k * vs + (gsize) ci * DDIM_PACKED_NR, (gsize) a * vs,
+                     DDIM_PACKED_NR);
+        }
+      for (int c0 = 0; c0 < j->cout; c0 += j->cout_block)
+        {
+          int rows = MIN (j->cout_block, j->cout_pad - c0);
+          for (int xi = 0; xi < a * a; xi++)
+            ddim_packed_gemm (rows, DDIM_PACKED_NR, cin,
+                              j->u + xi * j->us + ddim_packed_a_index (c0, 0, cin),
+                              v + xi * vs, mm + xi * ms, DDIM_PACKED_NR);
+          for (int co = c0; co < MIN (c0 + rows, j->cout); co++)
+            {
+              /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k] */
+              for (int k = 0; k < a; k++)
+                s->at_v (mm + (gsize) k * ms + (gsize) (co - c0) * DDIM_PACKED_NR,
+                         (gsize) a * ms, sb + (gsize) k * DDIM_PACKED_NR,
+                         (gsize) a * DDIM_PACKED_NR, DDIM_PACKED_NR);
+              output_tiles (j, co, sb, t0, t1, t0, orow);
             }
         }
     }
-  g_free (sb);
+  g_free (v);
 }
 
 void
@@ -353,31 +381,18 @@ ddim_winograd_conv3x3 (const float *x, int n, int cin, int h, int w, const float
   const WinoSpec *s = m == 4 ? &f43 : &f23;
   int a = s->a;
   int tiles_y = (h + m - 1) / m, tiles_x = (w + m - 1) / m;
-  int total_rows = n * tiles_y;
-  gsize per_row = (gsize) a * a * MAX (cin, cout) * tiles_x;
-  int chunk_rows = (int) CLAMP (CHUNK_V_FLOATS / per_row, 1, (gsize) total_rows);
-  gsize max_nt = ddim_packed_round ((gsize) chunk_rows * tiles_x, DDIM_PACKED_NR);
   DdimParallel *par = arena->parallel;
 
   gsize mark = ddim_arena_mark (arena);
-  Job job = { s, x, weight, bias, y, NULL, NULL, NULL, n, cin, cout, h, w, tiles_y, tiles_x,
-              0, 0, 0, 0, 0, 0, accumulate };
+  Job job = { s, x, weight, bias, y, NULL, n, cin, cout, h, w, tiles_y, tiles_x,
+              n * tiles_y * tiles_x, 0, 0, 0, accumulate };
   job.cout_pad = (int) ddim_packed_round (cout, DDIM_PACKED_MR);
+  int block = (int) (M_BLOCK_FLOATS / (a * a * DDIM_PACKED_NR)) / DDIM_PACKED_MR * DDIM_PACKED_MR;
+  job.cout_block = MIN (MAX (block, DDIM_PACKED_MR), job.cout_pad);
   job.us = (gsize) job.cout_pad * cin;
   job.u = ddim_arena_alloc (arena, (gsize) a * a * job.us);
-  job.v = ddim_arena_alloc (arena, (gsize) a * a * cin * max_nt);
-  job.mm = ddim_arena_alloc (arena, (gsize) a * a * job.cout_pad * max_nt);
   ddim_parallel_for (par, job.us, 4 * PAIR_BLOCK, weights_range, &job);
-
-  for (int row0 = 0; row0 < total_rows; row0 += chunk_rows)
-    {
-      job.row0 = row0;
-      job.rows = MIN (chunk_rows, total_rows - row0);
-      job.nt = job.rows * tiles_x;
-      job.nt_pad = (int) ddim_packed_round (job.nt, DDIM_PACKED_NR);
-      ddim_parallel_for (par, cin, 1, input_range, &job);
-      ddim_parallel_for (par, (gsize) a * a, 1, gemm_range, &job);
-      ddim_parallel_for (par, cout, 1, output_range, &job);
-    }
+  ddim_parallel_for (par, (job.tiles + DDIM_PACKED_NR - 1) / DDIM_PACKED_NR, 1, panel_range,
+                     &job);
   ddim_arena_release (arena, mark);
 }
