@@ -177,6 +177,8 @@ static const WinoSpec f43 = { 4, 6, f43_bt_h, f43_bt_v, f43_at_v, f43_at_h, f43_
 /* M floats per block of output channels (256 KiB): with the panel's V
  * (alpha^2 x cin x 32 floats, 590 KiB at 128 channels) it stays in L2. */
 #define M_BLOCK_FLOATS (1u << 16)
+/* Channels ahead that the stages ask the cache for. */
+#define PREFETCH_AHEAD 2
 /* Weight pairs (cout, cin) transformed per block. */
 #define PAIR_BLOCK 256
 
@@ -234,19 +236,21 @@ weights_range (gsize begin, gsize end, gpointer data)
 
 /* hb[r][k][T - t0] for the tiles T in [t0, t1) of one tile row (@grow, over
  * the batch) of input channel @ci: each of the a input rows under the
- * tiles, zero-padded, through the horizontal transform. The row's inner
- * tiles (1 .. (w-1)/m - 1) are read in place, its edge tiles through a
- * zero-padded copy. */
+ * tiles through the horizontal transform. Each row is copied, with its
+ * zero padding, into @row (t1 - t0 + 1) * m + 2 floats) first: every tile
+ * then reads in place and the transform runs over whole vectors of tiles
+ * (tiles read in the image itself left a scalar remainder of up to 15
+ * tiles per call, half the work at 256 px). */
 static void
-input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld)
+input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld, float *row)
 {
   const WinoSpec *s = j->s;
   int a = s->a, m = s->m, w = j->w, h = j->h;
   int b = grow / j->tiles_y, ty = grow % j->tiles_y;
   const float *plane = j->x + ((gsize) b * j->cin + ci) * h * w;
-  int inner_end = MAX ((w - 1) / m, 1);
-  int in0 = MAX (t0, 1), in1 = MIN (t1, inner_end);
-  float edge[8];
+  /* The tiles' columns: x0 - 1 .. x0 + (t1 - t0) * m, some outside. */
+  int x0 = t0 * m - 1, span = (t1 - t0) * m + 2;
+  int xa = MAX (x0, 0), xb = MIN (x0 + span, w);
   for (int r = 0; r < a; r++)
     {
       int iy = ty * m - 1 + r;
@@ -258,21 +262,12 @@ input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld)
           continue;
         }
       const float *src = plane + (gsize) iy * w;
-      if (in1 > in0)
-        s->bt_h (src + in0 * m - 1, 1, dst + (in0 - t0), ld, in1 - in0);
-      for (int t = t0; t < t1; t++)
-        {
-          if (t >= in0 && t < in1)
-            t = in1;
-          if (t >= t1)
-            break;
-          for (int xk = 0; xk < a; xk++)
-            {
-              int ix = t * m - 1 + xk;
-              edge[xk] = ix >= 0 && ix < w ? src[ix] : 0.f;
-            }
-          s->bt_h (edge, 1, dst + (t - t0), ld, 1);
-        }
+      if (xa > x0)
+        memset (row, 0, sizeof (float) * (xa - x0));
+      memcpy (row + (xa - x0), src + xa, sizeof (float) * (xb - xa));
+      if (x0 + span > xb)
+        memset (row + (xb - x0), 0, sizeof (float) * (x0 + span - xb));
+      s->bt_h (row, 1, dst, ld, t1 - t0);
     }
 }
 
@@ -310,6 +305,35 @@ output_tiles (const Job *j, int co, const float *sb, int t0, int t1, int p0, flo
     }
 }
 
+/* Asks for channel @c of @planes (x for the input, y for the output)
+ * under the tiles [t0, t1): the rows of each tile row from @dy0 to @dy1
+ * (relative to its first output row), columns one left to one right of
+ * the tiles. Consecutive channels' planes lie a whole map apart and each
+ * tile row reads only a few cache lines of each, too short a run for the
+ * hardware to follow, so each stage asks for a later channel into L2. */
+static inline void
+prefetch_tiles (const Job *j, const float *planes, int channels, int c, int t0, int t1, int dy0,
+                int dy1)
+{
+  int m = j->s->m, tx = j->tiles_x, w = j->w, h = j->h;
+  for (int t = t0; t < t1;)
+    {
+      int grow = t / tx, seg_end = MIN (t1, (grow + 1) * tx);
+      int b = grow / j->tiles_y, ty = grow % j->tiles_y;
+      int xa = MAX ((t % tx) * m - 1, 0), xb = MIN ((t % tx + seg_end - t) * m + 1, w);
+      const float *plane = planes + ((gsize) b * channels + c) * h * w;
+      for (int y = MAX (ty * m + dy0, 0); y < MIN (ty * m + dy1, h); y++)
+        {
+          const char *p = (const char *) (plane + (gsize) y * w + xa);
+          const char *e = (const char *) (plane + (gsize) y * w + xb);
+          for (; p < e; p += 64)
+            __builtin_prefetch (p, 0, 1);
+          __builtin_prefetch (e - 1, 0, 1);
+        }
+      t = seg_end;
+    }
+}
+
 /* Panels [begin, end) of 32 tiles (numbered over the batch), each from
  * input to output on one thread, so that its transformed input V (per
  * position: one packed B panel, cin x 32) and each block of its products M
@@ -323,9 +347,10 @@ panel_range (gsize begin, gsize end, gpointer data)
   int a = s->a, m = s->m, cin = j->cin, tx = j->tiles_x;
   gsize vs = (gsize) cin * DDIM_PACKED_NR, ms = (gsize) j->cout_block * DDIM_PACKED_NR;
   gsize n_v = (gsize) a * a * vs, n_m = (gsize) a * a * ms, n_hb = (gsize) a * a * DDIM_PACKED_NR;
-  gsize n_sb = (gsize) m * a * DDIM_PACKED_NR;
-  float *v = g_new (float, n_v + n_m + n_hb + n_sb + (gsize) DDIM_PACKED_NR * m);
-  float *mm = v + n_v, *hb = mm + n_m, *sb = hb + n_hb, *orow = sb + n_sb;
+  gsize n_sb = (gsize) m * a * DDIM_PACKED_NR, n_row = (gsize) DDIM_PACKED_NR * m + 2;
+  float *v = g_new (float, n_v + n_m + n_hb + n_sb + n_row + (gsize) DDIM_PACKED_NR * m);
+  float *mm = v + n_v, *hb = mm + n_m, *sb = hb + n_hb, *rowbuf = sb + n_sb;
+  float *orow = rowbuf + n_row;
   for (gsize p = begin; p < end; p++)
     {
       int t0 = (int) p * DDIM_PACKED_NR, t1 = MIN (j->tiles, t0 + DDIM_PACKED_NR);
@@ -334,11 +359,13 @@ panel_range (gsize begin, gsize end, gpointer data)
         memset (hb, 0, sizeof (float) * n_hb);
       for (int ci = 0; ci < cin; ci++)
         {
+          if (ci + PREFETCH_AHEAD < cin)
+            prefetch_tiles (j, j->x, cin, ci + PREFETCH_AHEAD, t0, t1, -1, a - 1);
           for (int t = t0; t < t1;)
             {
               int row = t / tx, seg_end = MIN (t1, (row + 1) * tx);
               input_rows (j, ci, row, t % tx, t % tx + (seg_end - t), hb + (t - t0),
-                          DDIM_PACKED_NR);
+                          DDIM_PACKED_NR, rowbuf);
               t = seg_end;
             }
           /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
@@ -356,6 +383,8 @@ panel_range (gsize begin, gsize end, gpointer data)
                               v + xi * vs, mm + xi * ms, DDIM_PACKED_NR);
           for (int co = c0; co < MIN (c0 + rows, j->cout); co++)
             {
+              if (co + PREFETCH_AHEAD < j->cout)
+                prefetch_tiles (j, j->y, j->cout, co + PREFETCH_AHEAD, t0, t1, 0, m);
               /* sb[i][k] = sum_jj A^T[i][jj] M[jj][k] */
               for (int k = 0; k < a; k++)
                 s->at_v (mm + (gsize) k * ms + (gsize) (co - c0) * DDIM_PACKED_NR,
