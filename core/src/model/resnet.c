@@ -50,29 +50,18 @@ shortcut_init (DdimRun *run, const DdimResnetLayer *r, const float *xs, int h, i
 {
   int n = run->n;
   gsize hw = (gsize) h * w;
+  DdimArena *A = run->scratch;
+  gsize mark = ddim_arena_mark (A);
+  float *values = ddim_arena_alloc (A, (gsize) n * r->cout);
+  for (int b = 0; b < n; b++)
+    for (int ch = 0; ch < r->cout; ch++)
+      values[(gsize) b * r->cout + ch] = r->conv2.b[ch] + (r->shortcut.w ? r->shortcut.b[ch] : 0.f);
+  ddim_parallel_fill_rows (A->parallel, out, (gsize) n * r->cout, hw, values,
+                           r->shortcut.w ? NULL : xs);
   if (r->shortcut.w)
-    {
-      for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < r->cout; ch++)
-          {
-            float v = r->shortcut.b[ch] + r->conv2.b[ch];
-            float *p = out + ((gsize) b * r->cout + ch) * hw;
-            for (gsize i = 0; i < hw; i++)
-              p[i] = v;
-          }
-      ddim_conv2d_forward_accumulate (xs, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0,
-                                      out, run->scratch);
-    }
-  else
-    for (int b = 0; b < n; b++)
-      for (int ch = 0; ch < r->cout; ch++)
-        {
-          float v = r->conv2.b[ch];
-          const float *xc = xs + ((gsize) b * r->cout + ch) * hw;
-          float *p = out + ((gsize) b * r->cout + ch) * hw;
-          for (gsize i = 0; i < hw; i++)
-            p[i] = xc[i] + v;
-        }
+    ddim_conv2d_forward_accumulate (xs, n, r->cin, h, w, r->shortcut.w, r->cout, 1, 1, 0, 0,
+                                    out, A);
+  ddim_arena_release (A, mark);
 }
 
 float *
@@ -129,14 +118,12 @@ ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int
                        r->temb_proj.out, tp);
   /* h1 = conv1(t1) + b1 (+ the time projection): biases folded into the
    * initial values the convolution accumulates onto. */
+  float *values = ddim_arena_alloc (A, (gsize) n * r->cout);
   for (int b = 0; b < n; b++)
     for (int ch = 0; ch < r->cout; ch++)
-      {
-        float v = r->conv1.b[ch] + (c->scale_shift ? 0.f : tp[(gsize) b * r->cout + ch]);
-        float *p = h1 + ((gsize) b * r->cout + ch) * hw;
-        for (gsize i = 0; i < hw; i++)
-          p[i] = v;
-      }
+      values[(gsize) b * r->cout + ch]
+        = r->conv1.b[ch] + (c->scale_shift ? 0.f : tp[(gsize) b * r->cout + ch]);
+  ddim_parallel_fill_rows (A->parallel, h1, (gsize) n * r->cout, hw, values, NULL);
   ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1, A);
   if (!c->scale_shift)
     ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps,

@@ -180,13 +180,7 @@ conv2d_run (const float *x, int n, int cin, int h, int w, const float *weight, c
       const float *xb = x + (gsize) b * cin * h * w;
       float *yb = y + (gsize) b * cout * P;
       if (!accumulate && bias)
-        for (int co = 0; co < cout; co++)
-          {
-            float v = bias[co];
-            float *row = yb + (gsize) co * P;
-            for (gsize p = 0; p < P; p++)
-              row[p] = v;
-          }
+        ddim_parallel_fill_rows (arena->parallel, yb, cout, P, bias, NULL);
       else if (!accumulate)
         beta = 0.f;
       if (pointwise)

@@ -171,3 +171,38 @@ ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const 
   ddim_parallel_for (par, (gsize) (len + unit - 1) / unit, 1, sgemm_range, &job);
   ddim_parallel_blas_end (par);
 }
+
+typedef struct {
+  float       *y;
+  gsize        len;
+  const float *values, *add;
+} FillJob;
+
+static void
+fill_range (gsize begin, gsize end, gpointer data)
+{
+  const FillJob *f = data;
+  for (gsize r = begin; r < end; r++)
+    {
+      float v = f->values[r], *y = f->y + r * f->len;
+      if (f->add)
+        {
+          const float *a = f->add + r * f->len;
+          for (gsize i = 0; i < f->len; i++)
+            y[i] = a[i] + v;
+        }
+      else
+        for (gsize i = 0; i < f->len; i++)
+          y[i] = v;
+    }
+}
+
+void
+ddim_parallel_fill_rows (DdimParallel *par, float *y, gsize rows, gsize len, const float *values,
+                         const float *add)
+{
+  g_return_if_fail (y != NULL && values != NULL);
+  FillJob f = { y, len, values, add };
+  /* At least 64 KiB per range: below that the threads cost more. */
+  ddim_parallel_for (par, rows, MAX (1, 16384 / MAX (len, 1)), fill_range, &f);
+}

@@ -30,6 +30,12 @@ void ddim_parallel_for (DdimParallel *par, gsize n_items, gsize min_items, DdimR
 void ddim_parallel_blas_begin (DdimParallel *par);
 void ddim_parallel_blas_end (DdimParallel *par);
 
+/* y[r][i] = @values[r] (+ @add[r][i] where @add is not NULL) for @rows
+ * rows of @len floats: the per-channel initial values that convolutions
+ * accumulate onto, written by all threads. @par may be NULL. */
+void ddim_parallel_fill_rows (DdimParallel *par, float *y, gsize rows, gsize len,
+                              const float *values, const float *add);
+
 /* c[m, n] = alpha a[m, k] b[k, n] + beta c (row-major, no transposes),
  * split into column blocks (or row blocks when n is small) across @par's
  * threads, each calling the BLAS single-threaded. @par may be NULL. */
