@@ -124,6 +124,9 @@ struct _DdimUNet {
   DdimArena       arena;         /* activations; its parallel is ours */
   DdimParallel   *parallel;
   DdimArena       grad_arena;    /* gradients of the backward pass */
+  /* The h-shifted decoder of ddim_unet_run_pair when it runs beside the
+   * plain one (two threads: one decoder each). */
+  DdimArena       pair_arena;
   DdimUNetTape   *tape;          /* created on the first backward */
   /* cost.c: seconds per FLOP measured with cost_threads threads (0: not yet). */
   double          cost_dense_rate, cost_attention_rate;

@@ -354,6 +354,23 @@ ddim_unet_run_encoder (DdimUNet *u, const float *x, int n, int height, int width
   ddim_parallel_blas_end (u->parallel);
 }
 
+/* Decoders [begin, end) of a pair (ddim_unet_run_pair side by side). */
+typedef struct {
+  Run        *runs[2];
+  Activation *skips[2];
+  Activation  cur[2];
+  int         n_skips, h, w;
+  float      *out[2];
+} PairJob;
+
+static void
+pair_range (gsize begin, gsize end, gpointer data)
+{
+  PairJob *p = data;
+  for (gsize k = begin; k < end; k++)
+    decoder_run (p->runs[k], p->skips[k], p->n_skips, p->cur[k], p->h, p->w, p->out[k]);
+}
+
 void
 ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, const float *t,
                     DdimHspaceShiftFunc shift, gpointer shift_data, float *hspace,
@@ -366,30 +383,55 @@ ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, c
   encoder_run (&run, x, height, width, t, &e);
   if (hspace)
     memcpy (hspace, e.cur.data, e.cur.count * sizeof (float));
-  if (shift && out_shifted)
+  if (!(shift && out_shifted))
+    decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
+  else
     {
-      /* The shifted pass runs first, on copies of the skips and of h: the
-       * decoder moves its results over the skips it pops. Releasing the
-       * copies afterwards leaves the arena exactly as a plain forward has
-       * it here, so the plain pass below is ddim_unet_run's, bit for bit. */
-      gsize base = ddim_arena_mark (A);
+      /* The shifted pass decodes copies of the skips and of h: a decoder
+       * moves its results over the skips it pops. With two threads the two
+       * decoders run side by side, one thread each, the copies in the pair
+       * arena: no thread then waits for the other inside a layer (the
+       * model's threads split each layer at 87% efficiency). Otherwise the
+       * shifted pass runs first, its copies at the top of the arena;
+       * releasing them leaves the arena exactly as a plain forward has it
+       * here. Either way the plain pass is ddim_unet_run's, bit for bit. */
+      gboolean side_by_side = ddim_parallel_get_n_threads (u->parallel) == 2;
+      DdimArena *S = side_by_side ? &u->pair_arena : A;
+      if (side_by_side)
+        ddim_arena_reset (S);
+      gsize base = ddim_arena_mark (S);
       Activation copies[MAX_SKIPS];
       for (int k = 0; k < e.n_skips; k++)
         {
           copies[k] = e.skips[k];
-          copies[k].mark = ddim_arena_mark (A);
-          copies[k].data = ddim_arena_alloc (A, e.skips[k].count);
+          copies[k].mark = ddim_arena_mark (S);
+          copies[k].data = ddim_arena_alloc (S, e.skips[k].count);
           memcpy (copies[k].data, e.skips[k].data, e.skips[k].count * sizeof (float));
         }
       Activation hs = e.cur;
-      hs.mark = ddim_arena_mark (A);
-      hs.data = ddim_arena_alloc (A, e.cur.count);
+      hs.mark = ddim_arena_mark (S);
+      hs.data = ddim_arena_alloc (S, e.cur.count);
       memcpy (hs.data, e.cur.data, e.cur.count * sizeof (float));
       shift (hs.data, hs.count, shift_data);
-      decoder_run (&run, copies, e.n_skips, hs, e.h, e.w, out_shifted);
-      ddim_arena_release (A, base);
+      Run shifted = run;
+      shifted.scratch = S;
+      if (side_by_side)
+        {
+          PairJob job = { { &shifted, &run }, { copies, e.skips }, { hs, e.cur }, e.n_skips,
+                          e.h, e.w, { out_shifted, out_plain } };
+          A->parallel = NULL;
+          S->parallel = NULL;
+          ddim_parallel_for (u->parallel, 2, 1, pair_range, &job);
+          A->parallel = u->parallel;
+          ddim_arena_release (S, 0);
+        }
+      else
+        {
+          decoder_run (&shifted, copies, e.n_skips, hs, e.h, e.w, out_shifted);
+          ddim_arena_release (A, base);
+          decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
+        }
     }
-  decoder_run (&run, e.skips, e.n_skips, e.cur, e.h, e.w, out_plain);
   ddim_arena_release (A, 0);
   ddim_parallel_blas_end (u->parallel);
 }

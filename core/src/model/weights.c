@@ -262,6 +262,7 @@ ddim_unet_alloc (const DdimUNetConfig *config)
   build_table (&b2);
   ddim_arena_init (&u->arena);
   ddim_arena_init (&u->grad_arena);
+  ddim_arena_init (&u->pair_arena);
   u->parallel = ddim_parallel_new ((int) g_get_num_processors ());
   u->arena.parallel = u->parallel;
   return u;
@@ -277,6 +278,7 @@ ddim_unet_free (DdimUNet *u)
   g_array_unref (u->entries);
   ddim_arena_clear (&u->arena);
   ddim_arena_clear (&u->grad_arena);
+  ddim_arena_clear (&u->pair_arena);
   ddim_parallel_free (u->parallel);
   if (u->tape)
     {

@@ -121,6 +121,13 @@ ddim_parallel_blas_end (DdimParallel *par)
 #endif
 }
 
+/* The GEMM is cut into two blocks (each one BLAS call), as two threads
+ * always cut it, whatever the thread count: the BLAS's result depends on
+ * the block shapes, and ddim_unet_run_pair decodes on one thread beside
+ * another while promising ddim_unet_run's bits. (On more than two cores
+ * these GEMMs, 15% of a 256-px forward, use two of them.) */
+#define SGEMM_BLOCKS 2
+
 typedef struct {
   int          m, n, k;
   float        alpha, beta;
@@ -128,47 +135,58 @@ typedef struct {
   float       *c;
   int          lda, ldb, ldc;
   gboolean     by_rows;
-  int          unit;     /* columns (rows) per range item */
+  int          unit;     /* columns (rows) per unit */
+  int          block_at[SGEMM_BLOCKS + 1];   /* first unit of each block */
 } SgemmJob;
 
+/* Blocks [begin, end), one BLAS call each. */
 static void
 sgemm_range (gsize begin, gsize end, gpointer data)
 {
   const SgemmJob *j = data;
-  int lo = (int) begin * j->unit;
-  int hi = MIN ((int) end * j->unit, j->by_rows ? j->m : j->n);
-  if (hi <= lo)
-    return;
-  if (j->by_rows)
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, j->n, j->k, j->alpha,
-                 j->a + (gsize) lo * j->lda, j->lda, j->b, j->ldb, j->beta,
-                 j->c + (gsize) lo * j->ldc, j->ldc);
-  else
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, hi - lo, j->k, j->alpha, j->a,
-                 j->lda, j->b + lo, j->ldb, j->beta, j->c + lo, j->ldc);
+  for (gsize blk = begin; blk < end; blk++)
+    {
+      int lo = j->block_at[blk] * j->unit;
+      int hi = MIN (j->block_at[blk + 1] * j->unit, j->by_rows ? j->m : j->n);
+      if (hi <= lo)
+        continue;
+      if (j->by_rows)
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, j->n, j->k, j->alpha,
+                     j->a + (gsize) lo * j->lda, j->lda, j->b, j->ldb, j->beta,
+                     j->c + (gsize) lo * j->ldc, j->ldc);
+      else
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, hi - lo, j->k, j->alpha,
+                     j->a, j->lda, j->b + lo, j->ldb, j->beta, j->c + lo, j->ldc);
+    }
 }
+
 
 void
 ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const float *a, int lda,
                      const float *b, int ldb, float beta, float *c, int ldc)
 {
-  int threads = ddim_parallel_get_n_threads (par);
-  /* Below ~2 MFLOP per thread, a hand-off costs more than it saves. */
-  if (threads <= 1 || (double) m * n * k < 1e6 * threads || m <= 0 || n <= 0)
+  if (m <= 0 || n <= 0)
+    return;
+  /* Below ~2 MFLOP a hand-off costs more than it saves: one call. */
+  if ((double) m * n * k < 1e6 * SGEMM_BLOCKS)
     {
-      if (m > 0 && n > 0)
-        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
-                     beta, c, ldc);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb,
+                   beta, c, ldc);
       return;
     }
   /* Column blocks of whole SIMD widths while there are enough columns;
-   * otherwise split the rows. */
-  gboolean by_rows = n < 64 * threads;
+   * otherwise row blocks. The first block takes the odd unit. */
+  gboolean by_rows = n < 64 * SGEMM_BLOCKS;
   int unit = by_rows ? 4 : 16;
-  int len = by_rows ? m : n;
-  SgemmJob job = { m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, by_rows, unit };
+  int units = ((by_rows ? m : n) + unit - 1) / unit;
+  SgemmJob job = { m, n, k, alpha, beta, a, b, c, lda, ldb, ldc, by_rows, unit, { 0 } };
+  for (int i = 0, at = 0; i <= SGEMM_BLOCKS; i++)
+    {
+      job.block_at[i] = at;
+      at += units / SGEMM_BLOCKS + (i < units % SGEMM_BLOCKS ? 1 : 0);
+    }
   ddim_parallel_blas_begin (par);
-  ddim_parallel_for (par, (gsize) (len + unit - 1) / unit, 1, sgemm_range, &job);
+  ddim_parallel_for (par, SGEMM_BLOCKS, 1, sgemm_range, &job);
   ddim_parallel_blas_end (par);
 }
 
