@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "ops/arena.h"
+#include "ops/parallel.h"
 
 static void
 fill (float *p, gsize n, float base)
@@ -128,10 +129,45 @@ test_relocate_overflow (void)
   ddim_arena_clear (&arena);
 }
 
+/* ddim_parallel_move against memmove: apart, overlapping downwards by
+ * large and small shifts (stretches, serial fallback), upwards, and
+ * lengths that are not whole pieces, with two threads. */
+static void
+test_parallel_move (void)
+{
+  DdimParallel *par = ddim_parallel_new (2);
+  gsize total = 1u << 21;
+  float *a = g_new (float, total), *b = g_new (float, total);
+  static const gssize cases[][3] = {
+    /* dst, src, count */
+    { 0, 1000000, 700001 },      /* apart */
+    { 1000, 300000, 1500000 },   /* down by 299000: stretches */
+    { 0, 200000, 1800000 },      /* down by 200000 */
+    { 0, 70000, 1900000 },       /* down by a small shift: serial */
+    { 500000, 1000, 1000000 },   /* up, overlapping: serial */
+    { 3, 300001, 130000 },       /* down, odd offsets */
+    { 7, 8, 100 },               /* small */
+  };
+  for (guint c = 0; c < G_N_ELEMENTS (cases); c++)
+    {
+      for (gsize i = 0; i < total; i++)
+        a[i] = b[i] = (float) i;
+      gsize dst = cases[c][0], src = cases[c][1], count = cases[c][2];
+      g_assert_cmpuint (MAX (dst, src) + count, <=, total);
+      memmove (b + dst, b + src, count * sizeof (float));
+      ddim_parallel_move (par, a + dst, a + src, count);
+      g_assert_cmpmem (a, total * sizeof (float), b, total * sizeof (float));
+    }
+  g_free (a);
+  g_free (b);
+  ddim_parallel_free (par);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/arena/parallel-move", test_parallel_move);
   g_test_add_func ("/arena/concat-channels", test_concat_channels);
   g_test_add_func ("/arena/concat-channels-apart", test_concat_channels_apart);
   g_test_add_func ("/arena/relocate-overflow", test_relocate_overflow);

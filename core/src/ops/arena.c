@@ -1,6 +1,7 @@
 #include <string.h>
 
 #include "ops/arena.h"
+#include "ops/parallel.h"
 
 /* Not under AddressSanitizer, which checks malloc'ed memory only. */
 #if defined(G_OS_UNIX) && !defined(__SANITIZE_ADDRESS__)
@@ -122,7 +123,7 @@ ddim_arena_relocate (DdimArena *arena, gsize mark, const float *src, gsize n_flo
     {
       /* The destination is in the block: move first, then drop what was
        * above (src may live in an overflow chunk). */
-      memmove (arena->base + mark, src, n_floats * sizeof (float));
+      ddim_parallel_move (arena->parallel, arena->base + mark, src, n_floats);
       ddim_arena_release (arena, mark);
       arena->used = mark + n;
       return arena->base + mark;
@@ -181,12 +182,12 @@ ddim_arena_concat_channels (DdimArena *arena, gsize mark, int n, gsize hw, const
    * above), never past the start of sample b + 1's source, so in order of b
    * nothing is overwritten before it is read. */
   float *saved = ddim_arena_alloc (arena, (gsize) n * ns);
-  memcpy (saved, second, (gsize) n * ns * sizeof (float));
+  ddim_parallel_move (arena->parallel, saved, second, (gsize) n * ns);
   float *cat = arena->base + mark;
   for (int b = 0; b < n; b++)
-    memmove (cat + b * per, first + b * nf, nf * sizeof (float));
+    ddim_parallel_move (arena->parallel, cat + b * per, first + b * nf, nf);
   for (int b = 0; b < n; b++)
-    memcpy (cat + b * per + nf, saved + b * ns, ns * sizeof (float));
+    ddim_parallel_move (arena->parallel, cat + b * per + nf, saved + b * ns, ns);
   ddim_arena_release (arena, mark);
   arena->used = mark + rounded (total);
   if (arena->used > arena->high)

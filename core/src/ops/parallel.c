@@ -1,4 +1,5 @@
 #include <cblas.h>
+#include <string.h>
 
 #include "ops/parallel.h"
 
@@ -223,4 +224,56 @@ ddim_parallel_fill_rows (DdimParallel *par, float *y, gsize rows, gsize len, con
   FillJob f = { y, len, values, add };
   /* At least 64 KiB per range: below that the threads cost more. */
   ddim_parallel_for (par, rows, MAX (1, 16384 / MAX (len, 1)), fill_range, &f);
+}
+
+typedef struct {
+  float       *dst;
+  const float *src;
+} MoveJob;
+
+/* Pieces of 16 Ki floats. */
+#define MOVE_PIECE 16384
+
+static void
+copy_range (gsize begin, gsize end, gpointer data)
+{
+  const MoveJob *m = data;
+  memcpy (m->dst + begin * MOVE_PIECE, m->src + begin * MOVE_PIECE,
+          (end - begin) * MOVE_PIECE * sizeof (float));
+}
+
+/* A non-overlapping copy: whole pieces in parallel, the tail here. */
+static void
+copy_parallel (DdimParallel *par, float *dst, const float *src, gsize count)
+{
+  MoveJob m = { dst, src };
+  gsize pieces = count / MOVE_PIECE;
+  ddim_parallel_for (par, pieces, 4, copy_range, &m);
+  memcpy (dst + pieces * MOVE_PIECE, src + pieces * MOVE_PIECE,
+          (count - pieces * MOVE_PIECE) * sizeof (float));
+}
+
+void
+ddim_parallel_move (DdimParallel *par, float *dst, const float *src, gsize count)
+{
+  g_return_if_fail (count == 0 || (dst != NULL && src != NULL));
+  if (count == 0 || dst == src)
+    return;
+  gboolean apart = dst + count <= src || src + count <= dst;
+  gsize shift = dst < src ? (gsize) (src - dst) : 0;
+  if (ddim_parallel_get_n_threads (par) <= 1 || count < 8 * MOVE_PIECE
+      || (!apart && shift < count / 8))
+    {
+      memmove (dst, src, count * sizeof (float));
+      return;
+    }
+  if (apart)
+    {
+      copy_parallel (par, dst, src, count);
+      return;
+    }
+  /* dst below src, overlapping: each stretch of @shift floats is read
+   * before a later stretch's copy overwrites it. */
+  for (gsize at = 0; at < count; at += shift)
+    copy_parallel (par, dst + at, src + at, MIN (shift, count - at));
 }

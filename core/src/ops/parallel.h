@@ -36,6 +36,12 @@ void ddim_parallel_blas_end (DdimParallel *par);
 void ddim_parallel_fill_rows (DdimParallel *par, float *y, gsize rows, gsize len,
                               const float *values, const float *add);
 
+/* memmove (@dst, @src, @count floats) by all threads: in parallel pieces
+ * when the ranges do not overlap, and when @dst lies below @src (the
+ * arena moving results down) in successive stretches of src - dst floats,
+ * each copied in parallel pieces; serially otherwise. @par may be NULL. */
+void ddim_parallel_move (DdimParallel *par, float *dst, const float *src, gsize count);
+
 /* c[m, n] = alpha a[m, k] b[k, n] + beta c (row-major, no transposes),
  * split into column blocks (or row blocks when n is small) across @par's
  * threads, each calling the BLAS single-threaded. @par may be NULL. */
