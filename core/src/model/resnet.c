@@ -123,8 +123,14 @@ ddim_resnet_forward (DdimRun *run, const DdimResnetLayer *r, const float *x, int
     for (int ch = 0; ch < r->cout; ch++)
       values[(gsize) b * r->cout + ch]
         = r->conv1.b[ch] + (c->scale_shift ? 0.f : tp[(gsize) b * r->cout + ch]);
-  ddim_parallel_fill_rows (A->parallel, h1, (gsize) n * r->cout, hw, values, NULL);
-  ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1, A);
+  if (n == 1)   /* one set of biases: the convolution writes them with its output */
+    ddim_conv2d_forward (t1, n, r->cin, h, w, r->conv1.w, values, r->cout, 3, 1, 1, 1, h1, A);
+  else
+    {
+      ddim_parallel_fill_rows (A->parallel, h1, (gsize) n * r->cout, hw, values, NULL);
+      ddim_conv2d_forward_accumulate (t1, n, r->cin, h, w, r->conv1.w, r->cout, 3, 1, 1, 1, h1,
+                                      A);
+    }
   if (!c->scale_shift)
     ddim_group_norm_forward_threaded (h1, n, r->cout, (int) hw, r->norm2.groups, eps,
                                       r->norm2.gamma, r->norm2.beta, TRUE, t2, A);
