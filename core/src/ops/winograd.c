@@ -237,7 +237,7 @@ weights_range (gsize begin, gsize end, gpointer data)
 /* hb[r][k][T - t0] for the tiles T in [t0, t1) of one tile row (@grow, over
  * the batch) of input channel @ci: each of the a input rows under the
  * tiles through the horizontal transform. Each row is copied, with its
- * zero padding, into @row (t1 - t0 + 1) * m + 2 floats) first: every tile
+ * zero padding, into @row ((t1 - t0) * m + 2 floats) first: every tile
  * then reads in place and the transform runs over whole vectors of tiles
  * (tiles read in the image itself left a scalar remainder of up to 15
  * tiles per call, half the work at 256 px). */

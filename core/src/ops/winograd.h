@@ -18,8 +18,9 @@ int  ddim_winograd_tile_for (int h, int w);
 /* y (+)= conv3x3(x) with padding 1, stride 1, by F(@m x @m, 3 x 3), @m 2
  * or 4. With @accumulate, @y holds initial values (bias folded in by the
  * caller) and @bias must be NULL; otherwise y = conv + @bias (may be NULL).
- * x [n, cin, h, w], weight [cout, cin, 3, 3], y [n, cout, h, w]. Scratch
- * from @arena; the GEMMs run on @arena's threads, one BLAS thread each. */
+ * x [n, cin, h, w], weight [cout, cin, 3, 3], y [n, cout, h, w]. The
+ * transformed weights come from @arena, each thread's panels from the heap;
+ * the work runs on @arena's threads (packed-gemm.h, not the BLAS). */
 void ddim_winograd_conv3x3 (const float *x, int n, int cin, int h, int w, const float *weight,
                             const float *bias, int cout, float *y, gboolean accumulate, int m,
                             DdimArena *arena);
