@@ -423,7 +423,7 @@ ddim_unet_run_pair (DdimUNet *u, const float *x, int n, int height, int width, c
           S->parallel = NULL;
           ddim_parallel_for (u->parallel, 2, 1, pair_range, &job);
           A->parallel = u->parallel;
-          ddim_arena_release (S, 0);
+          ddim_arena_release (S, base);
         }
       else
         {

@@ -5,22 +5,18 @@
 
 #include "ops/ops.h"
 #include "ops/parallel.h"
+#include "ops/simd.h"
 
 /* The forward's row loops are CPU-bound (a fifth of a UNet forward once
  * the convolutions are fast): vectorised, with AVX2 / AVX-512 versions
  * chosen at run time where the toolchain can. */
 #pragma GCC optimize ("O3")
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SIMD_CLONES __attribute__ ((target_clones ("arch=x86-64-v4", "avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
 
 /* Sums in double over 8 interleaved lanes (vectorisable without
  * reassociating: each lane is summed in order), then the lanes in order. */
 #define LANES 8
 
-SIMD_CLONES static double
+DDIM_SIMD_CLONES static double
 sum_f64 (const float *x, gsize count)
 {
   double acc[LANES] = { 0 };
@@ -36,7 +32,7 @@ sum_f64 (const float *x, gsize count)
   return s;
 }
 
-SIMD_CLONES static double
+DDIM_SIMD_CLONES static double
 sum_sq_dev_f64 (const float *x, gsize count, double mean)
 {
   double acc[LANES] = { 0 };
@@ -84,7 +80,7 @@ exp_for_silu (float x)
   return p * two_n;
 }
 
-SIMD_CLONES static void
+DDIM_SIMD_CLONES static void
 affine_silu_row (const float *x, float scale, float shift, float *y, int n)
 {
   for (int i = 0; i < n; i++)
@@ -94,7 +90,7 @@ affine_silu_row (const float *x, float scale, float shift, float *y, int n)
     }
 }
 
-SIMD_CLONES static void
+DDIM_SIMD_CLONES static void
 affine_row (const float *x, float scale, float shift, float *y, int n)
 {
   for (int i = 0; i < n; i++)

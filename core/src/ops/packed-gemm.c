@@ -3,6 +3,7 @@
  * row and two loads of B (the shape BLIS uses for float on AVX-512). A
  * portable version of the same block serves CPUs without AVX-512. */
 #include "ops/packed-gemm.h"
+#include "ops/simd.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define HAVE_AVX512_KERNEL 1
@@ -18,10 +19,7 @@ typedef void (*KernelFunc) (int k, const float *a, const float *b, float *c, gsi
 #pragma GCC optimize ("O3")
 
 /* c[MR][NR] = sum_i a[i][MR] (x) b[i][NR]. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-__attribute__ ((target_clones ("avx2", "default")))
-#endif
-static void
+DDIM_SIMD_CLONES static void
 kernel_portable (int k, const float *restrict a, const float *restrict b, float *restrict c,
                  gsize ldc)
 {

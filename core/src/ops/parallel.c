@@ -161,7 +161,6 @@ sgemm_range (gsize begin, gsize end, gpointer data)
     }
 }
 
-
 void
 ddim_parallel_sgemm (DdimParallel *par, int m, int n, int k, float alpha, const float *a, int lda,
                      const float *b, int ldb, float beta, float *c, int ldc)

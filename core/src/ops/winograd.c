@@ -25,15 +25,11 @@
 #include "ops/packed-gemm.h"
 #include "ops/parallel.h"
 #include "ops/winograd.h"
+#include "ops/simd.h"
 
 /* Hot loops over tiles: vectorised, with AVX2 / AVX-512 versions chosen
  * at run time where the toolchain can (the build is for any x86-64). */
 #pragma GCC optimize ("O3")
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SIMD_CLONES __attribute__ ((target_clones ("arch=x86-64-v4", "avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
 
 #define S2 1.41421356237309504880f   /* sqrt(2) */
 #define H2 0.70710678118654752440f   /* sqrt(2)/2 */
@@ -147,7 +143,7 @@ typedef void (*XformFunc) (const float *in, gsize ild, float *out, gsize old, in
 /* Instances: _v on contiguous tiles, _h reading (bt) or writing (at) the
  * tiles of an image row, m apart. */
 #define INSTANCE(name, fn, its, ots) \
-  SIMD_CLONES static void \
+  DDIM_SIMD_CLONES static void \
   name (const float *in, gsize ild, float *out, gsize old, int len) \
   { \
     fn (in, ild, its, out, old, ots, len); \
@@ -234,22 +230,30 @@ weights_range (gsize begin, gsize end, gpointer data)
   g_free (g);
 }
 
-/* hb[r][k][T - t0] for the tiles T in [t0, t1) of one tile row (@grow, over
- * the batch) of input channel @ci: each of the a input rows under the
- * tiles through the horizontal transform. Each row is copied, with its
+/* The end of the tile row that tile @t lies in, or @t1 if sooner: the
+ * stages walk a panel's tiles (numbered over the batch) a row at a time. */
+static inline int
+row_segment_end (const Job *j, int t, int t1)
+{
+  return MIN (t1, (t / j->tiles_x + 1) * j->tiles_x);
+}
+
+/* hb[r][k][T - t0] for the tiles T in [t0, t1) (numbered over the batch,
+ * all in one tile row) of input channel @ci: each of the a input rows under
+ * the tiles through the horizontal transform. Each row is copied, with its
  * zero padding, into @row ((t1 - t0) * m + 2 floats) first: every tile
  * then reads in place and the transform runs over whole vectors of tiles
  * (tiles read in the image itself left a scalar remainder of up to 15
  * tiles per call, half the work at 256 px). */
 static void
-input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld, float *row)
+input_rows (const Job *j, int ci, int t0, int t1, float *hb, int ld, float *row)
 {
   const WinoSpec *s = j->s;
   int a = s->a, m = s->m, w = j->w, h = j->h;
-  int b = grow / j->tiles_y, ty = grow % j->tiles_y;
+  int grow = t0 / j->tiles_x, b = grow / j->tiles_y, ty = grow % j->tiles_y;
   const float *plane = j->x + ((gsize) b * j->cin + ci) * h * w;
   /* The tiles' columns: x0 - 1 .. x0 + (t1 - t0) * m, some outside. */
-  int x0 = t0 * m - 1, span = (t1 - t0) * m + 2;
+  int x0 = (t0 % j->tiles_x) * m - 1, span = (t1 - t0) * m + 2;
   int xa = MAX (x0, 0), xb = MIN (x0 + span, w);
   for (int r = 0; r < a; r++)
     {
@@ -271,17 +275,17 @@ input_rows (const Job *j, int ci, int grow, int t0, int t1, float *hb, int ld, f
     }
 }
 
-/* Output channel @co of the tiles [t0, t1) (global numbers, within one
- * panel starting at @p0) from sb[i][k][T - p0] = (A^T M)[i][k]: y (+)=
- * A^T M A, row by row of each tile row the range covers. */
+/* Output channel @co of the panel's tiles [t0, t1) from sb[i][k][T - t0]
+ * = (A^T M)[i][k]: y (+)= A^T M A, row by row of each tile row the panel
+ * covers. */
 static void
-output_tiles (const Job *j, int co, const float *sb, int t0, int t1, int p0, float *orow)
+output_tiles (const Job *j, int co, const float *sb, int t0, int t1, float *orow)
 {
   int a = j->s->a, m = j->s->m, tx = j->tiles_x, w = j->w, h = j->h;
   float bv = j->bias ? j->bias[co] : 0.f;
   for (int t = t0; t < t1;)
     {
-      int grow = t / tx, seg_end = MIN (t1, (grow + 1) * tx);
+      int grow = t / tx, seg_end = row_segment_end (j, t, t1);
       int b = grow / j->tiles_y, ty = grow % j->tiles_y, x0 = (t % tx) * m;
       int count = MIN ((seg_end - t) * m, w - x0);
       float *plane = j->y + ((gsize) b * j->cout + co) * h * w;
@@ -291,7 +295,7 @@ output_tiles (const Job *j, int co, const float *sb, int t0, int t1, int p0, flo
           if (oy >= h)
             break;
           /* Output row oy: x-th output of tile t at t * m + x. */
-          j->s->at_h (sb + (gsize) i * a * DDIM_PACKED_NR + (t - p0), DDIM_PACKED_NR, orow, 1,
+          j->s->at_h (sb + (gsize) i * a * DDIM_PACKED_NR + (t - t0), DDIM_PACKED_NR, orow, 1,
                       seg_end - t);
           float *dst = plane + (gsize) oy * w + x0;
           if (j->accumulate)
@@ -318,7 +322,7 @@ prefetch_tiles (const Job *j, const float *planes, int channels, int c, int t0, 
   int m = j->s->m, tx = j->tiles_x, w = j->w, h = j->h;
   for (int t = t0; t < t1;)
     {
-      int grow = t / tx, seg_end = MIN (t1, (grow + 1) * tx);
+      int grow = t / tx, seg_end = row_segment_end (j, t, t1);
       int b = grow / j->tiles_y, ty = grow % j->tiles_y;
       int xa = MAX ((t % tx) * m - 1, 0), xb = MIN ((t % tx + seg_end - t) * m + 1, w);
       const float *plane = planes + ((gsize) b * channels + c) * h * w;
@@ -344,7 +348,7 @@ panel_range (gsize begin, gsize end, gpointer data)
 {
   const Job *j = data;
   const WinoSpec *s = j->s;
-  int a = s->a, m = s->m, cin = j->cin, tx = j->tiles_x;
+  int a = s->a, m = s->m, cin = j->cin;
   gsize vs = (gsize) cin * DDIM_PACKED_NR, ms = (gsize) j->cout_block * DDIM_PACKED_NR;
   gsize n_v = (gsize) a * a * vs, n_m = (gsize) a * a * ms, n_hb = (gsize) a * a * DDIM_PACKED_NR;
   gsize n_sb = (gsize) m * a * DDIM_PACKED_NR, n_row = (gsize) DDIM_PACKED_NR * m + 2;
@@ -361,13 +365,9 @@ panel_range (gsize begin, gsize end, gpointer data)
         {
           if (ci + PREFETCH_AHEAD < cin)
             prefetch_tiles (j, j->x, cin, ci + PREFETCH_AHEAD, t0, t1, -1, a - 1);
-          for (int t = t0; t < t1;)
-            {
-              int row = t / tx, seg_end = MIN (t1, (row + 1) * tx);
-              input_rows (j, ci, row, t % tx, t % tx + (seg_end - t), hb + (t - t0),
-                          DDIM_PACKED_NR, rowbuf);
-              t = seg_end;
-            }
+          for (int t = t0; t < t1; t = row_segment_end (j, t, t1))
+            input_rows (j, ci, t, row_segment_end (j, t, t1), hb + (t - t0), DDIM_PACKED_NR,
+                        rowbuf);
           /* V[jj][k] = sum_r B^T[jj][r] hb[r][k] */
           for (int k = 0; k < a; k++)
             s->bt_v (hb + (gsize) k * DDIM_PACKED_NR, (gsize) a * DDIM_PACKED_NR,
@@ -390,7 +390,7 @@ panel_range (gsize begin, gsize end, gpointer data)
                 s->at_v (mm + (gsize) k * ms + (gsize) (co - c0) * DDIM_PACKED_NR,
                          (gsize) a * ms, sb + (gsize) k * DDIM_PACKED_NR,
                          (gsize) a * DDIM_PACKED_NR, DDIM_PACKED_NR);
-              output_tiles (j, co, sb, t0, t1, t0, orow);
+              output_tiles (j, co, sb, t0, t1, orow);
             }
         }
     }
