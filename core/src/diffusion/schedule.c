@@ -40,6 +40,17 @@ linspace_f64 (double start, double end, int n, double *out)
 }
 
 /* The betas in float64 (ermongroup's and guided-diffusion's numpy). */
+/* Beta @i of @T of the cosine schedule (betas_for_alpha_bar), in double
+ * for both arithmetics, at most 0.999. */
+static double
+cosine_beta (int i, int T)
+{
+  double t1 = (double) i / T, t2 = (double) (i + 1) / T;
+  double a1 = pow (cos ((t1 + 0.008) / 1.008 * G_PI / 2), 2);
+  double a2 = pow (cos ((t2 + 0.008) / 1.008 * G_PI / 2), 2);
+  return MIN (1 - a2 / a1, 0.999);
+}
+
 static void
 betas_f64 (const DdimSchedule *s, double *betas)
 {
@@ -57,12 +68,7 @@ betas_f64 (const DdimSchedule *s, double *betas)
       break;
     case DDIM_BETA_SQUAREDCOS_CAP_V2:
       for (int i = 0; i < T; i++)
-        {
-          double t1 = (double) i / T, t2 = (double) (i + 1) / T;
-          double a1 = pow (cos ((t1 + 0.008) / 1.008 * G_PI / 2), 2);
-          double a2 = pow (cos ((t2 + 0.008) / 1.008 * G_PI / 2), 2);
-          betas[i] = MIN (1 - a2 / a1, 0.999);
-        }
+        betas[i] = cosine_beta (i, T);
       break;
     }
 }
@@ -107,14 +113,8 @@ compute_alphas (DdimSchedule *s)
         betas[i] = betas[i] * betas[i];
       break;
     case DDIM_BETA_SQUAREDCOS_CAP_V2:
-      /* betas_for_alpha_bar (cosine), in double, max beta 0.999. */
       for (int i = 0; i < T; i++)
-        {
-          double t1 = (double) i / T, t2 = (double) (i + 1) / T;
-          double a1 = pow (cos ((t1 + 0.008) / 1.008 * G_PI / 2), 2);
-          double a2 = pow (cos ((t2 + 0.008) / 1.008 * G_PI / 2), 2);
-          betas[i] = (float) MIN (1 - a2 / a1, 0.999);
-        }
+        betas[i] = (float) cosine_beta (i, T);
       break;
     }
   g_free (s->alphas_cumprod);
